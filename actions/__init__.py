@@ -1,0 +1,1 @@
+"""Actions: plan/apply remediation with audit records. Arrives with issue #6."""

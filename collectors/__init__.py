@@ -1,0 +1,1 @@
+"""Built-in collectors, registered through the `qwq.collectors` entry-point group."""
