@@ -10,6 +10,7 @@ pydantic, OS errors) are translated where they enter qwq, with the original kept
     ├── StoreError         the store cannot be opened, migrated, written or read
     │   └── StoreLockedError  another process holds the store's write lock
     ├── CollectorError     a collector failed or timed out (recorded as data, never raised out of the scheduler)
+    ├── AuthError          a request to the REST API lacked the right bearer token
     └── RemoteError        a running qwq server answered with an error or could not be reached
 
 One mapping (:data:`HTTP_STATUS`, :func:`exit_code`) turns them into HTTP status codes and CLI exit codes.
@@ -65,6 +66,10 @@ class CollectorError(QwqError):
     """A collector raised or timed out; the scheduler records it as an event and an error count."""
 
 
+class AuthError(QwqError):
+    """A request to the REST API lacked the configured bearer token."""
+
+
 class RemoteError(QwqError):
     """A running qwq server could not be reached or answered with an error."""
 
@@ -80,6 +85,7 @@ HTTP_STATUS: dict[type[QwqError], int] = {
     StoreLockedError: 503,
     StoreError: 500,
     CollectorError: 500,
+    AuthError: 401,
     RemoteError: 502,
 }
 

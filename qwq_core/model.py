@@ -57,7 +57,8 @@ class MetricInfo:
     def infer(cls, name: str) -> MetricInfo:
         """Metadata guessed from Prometheus naming conventions when a writer declared none."""
         metric_type: MetricType = "counter" if name.endswith("_total") else "gauge"
-        unit = next((u for u in ("seconds", "bytes", "ratio", "celsius") if f"_{u}" in name), "")
+        base = name.removesuffix("_total")
+        unit = next((u for u in ("seconds", "bytes", "ratio", "celsius") if base.endswith(f"_{u}")), "")
         return cls(name, metric_type, unit)
 
 

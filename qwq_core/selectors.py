@@ -21,6 +21,7 @@ from qwq_core.model import LABEL_NAME
 
 Op = Literal["=", "!=", "=~", "!~"]
 _NAME_GLOB = re.compile(r"[a-zA-Z_:*?][a-zA-Z0-9_:*?]*")
+_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _OPS: tuple[Op, ...] = ("=~", "!~", "!=", "=")  # longest first
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"', "'": "'"}
 
@@ -150,7 +151,7 @@ class _Parser:
             if self.text.startswith("}", self.pos):
                 self.pos += 1
                 return tuple(found)
-            label = LABEL_NAME.match(self.text, self.pos)
+            label = _LABEL.match(self.text, self.pos)
             if not label:
                 raise self.fail("a label name or '}'")
             self.pos = label.end()

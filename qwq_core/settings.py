@@ -80,9 +80,7 @@ class ServerSettings(_Section):
 
     host: str = Field(default="127.0.0.1", description="address to bind")
     port: int = Field(default=8765, ge=0, le=65535, description="port to bind (0 picks a free one)")
-    token: SecretStr | None = Field(
-        default=None, description="if set, /api/* requires 'Authorization: Bearer <token>'"
-    )
+    token: SecretStr | None = Field(default=None, description="if set, /api/* requires 'Authorization: Bearer <token>'")
 
 
 class CollectorSettings(BaseModel):
@@ -143,11 +141,6 @@ class Settings(BaseSettings):
     def store_path(self) -> Path:
         """The DuckDB file: ``store.path`` or ``$QWQ_HOME/qwq.duckdb``."""
         return (self.store.path or self.home / "qwq.duckdb").expanduser()
-
-    @property
-    def server_file(self) -> Path:
-        """Where a running ``qwq up`` announces its URL to other processes."""
-        return self.store_path.with_suffix(".server.json")
 
 
 def resolve_config_path(config: str | Path | None, env: Mapping[str, str]) -> Path | None:

@@ -46,9 +46,7 @@ def parse_duration(value: DurationLike) -> timedelta:
         if re.fullmatch(r"\d+(?:\.\d+)?", text):
             duration = timedelta(seconds=float(text))
         elif _DURATION.fullmatch(text):
-            duration = sum(
-                (float(n) * _UNITS[unit] for n, unit in _TERM.findall(text)), start=timedelta()
-            )
+            duration = sum((float(n) * _UNITS[unit] for n, unit in _TERM.findall(text)), start=timedelta())
         else:
             raise QueryError(f"invalid duration {value!r}: expected e.g. 30s, 5m, 1h30m, 7d")
     if duration < timedelta():
@@ -111,9 +109,7 @@ def parse_time(value: TimeLike | None, *, now: datetime) -> datetime:
             return datetime.fromtimestamp(float(text), UTC)
         except ValueError:
             pass
-    raise QueryError(
-        f"invalid time {value!r}: expected a duration ago (1h), an ISO 8601 time or Unix seconds"
-    )
+    raise QueryError(f"invalid time {value!r}: expected a duration ago (1h), an ISO 8601 time or Unix seconds")
 
 
 def floor_time(moment: datetime, step: timedelta) -> datetime:

@@ -57,7 +57,7 @@ class QuerySpec:
         resolved_step = parse_duration(step) if step not in (None, "") else None
         if resolved_step is not None and resolved_step <= timedelta(0):
             raise QueryError("step must be positive")
-        return cls(Selector.parse(metric, labels), start, end, resolved_step, agg)  # type: ignore[arg-type]
+        return cls(Selector.parse(metric, labels), start, end, resolved_step, agg)
 
 
 class Store(abc.ABC):
@@ -112,7 +112,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def latest(
-        self, metric: str | None = None, *, labels: Mapping[str, str] | None = None, max_age: DurationLike = "5m"
+        self,
+        metric: str | None = None,
+        *,
+        labels: Mapping[str, str] | None = None,
+        max_age: DurationLike = "5m",
     ) -> pl.DataFrame:
         """The newest sample of each matching series seen within ``max_age``: ``ts, value, name, <labels>``."""
 

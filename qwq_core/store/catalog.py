@@ -21,11 +21,7 @@ def wide_labels(rows: pl.DataFrame) -> pl.DataFrame:
     if rows.is_empty():
         return _EMPTY
     base = rows.select(pl.col("series_id").cast(pl.Int32), "name")
-    pairs = (
-        rows.select("series_id", "keys", "values")
-        .explode("keys", "values")
-        .drop_nulls("keys")
-    )
+    pairs = rows.select("series_id", "keys", "values").explode("keys", "values").drop_nulls("keys")
     if pairs.is_empty():
         return base
     wide = pairs.pivot(on="keys", index="series_id", values="values")

@@ -56,6 +56,4 @@ def _check_types(frame: pl.DataFrame, labels: list[str]) -> None:
     textual = (pl.String, pl.Categorical, pl.Enum, pl.Null)
     for column in ["name", *labels]:
         if not isinstance(schema[column], textual):
-            raise QueryError(
-                f"column {column} must be a string (labels are strings), got {schema[column]}"
-            )
+            raise QueryError(f"column {column} must be a string (labels are strings), got {schema[column]}")

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,8 @@ log = logging.getLogger(__name__)
 
 ROLLUP_LAG = timedelta(minutes=1)
 """How far behind now the minute tier is rolled up; later samples are recomputed via ``dirty_since``."""
-ROLLUP_CHUNK = {"minute": timedelta(hours=6), "hour": timedelta(days=7)}
+ROLLUP_CHUNK = {"minute": timedelta(hours=1), "hour": timedelta(days=1)}
+"""Longest span rolled up in one transaction (the writer waits for it)."""
 _IDS = "series_id IN (SELECT unnest(?::INTEGER[]))"
 _READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 
@@ -92,7 +94,7 @@ class LocalStore(Store):
         if self.read_only and not self.path.exists():
             raise StoreError(f"no store at {self.path}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        config = {
+        config: dict[str, str | bool | int | float | list[str]] = {
             "memory_limit": self.settings.memory_limit,
             "threads": self.settings.threads,
             # Store.sql runs user SQL: no file or network access from inside the database.
@@ -125,10 +127,11 @@ class LocalStore(Store):
         )
         self._catalog = SeriesCatalog(rows)
         self._metric_names = set(self._read("SELECT name FROM metrics")["name"].to_list())
-        self._tiers = {
-            row["name"]: _TierState(row["watermark"], row["dirty_since"])
-            for row in self._read("SELECT name, watermark, dirty_since FROM tiers").iter_rows(named=True)
-        }
+        self._tiers = self._load_tiers()
+
+    def _load_tiers(self) -> dict[str, _TierState]:
+        rows = self._read("SELECT name, watermark, dirty_since FROM tiers")
+        return {row["name"]: _TierState(row["watermark"], row["dirty_since"]) for row in rows.iter_rows(named=True)}
 
     def _read(self, query: str, params: SQLParams = None) -> pl.DataFrame:
         cursor = self._db.cursor()
@@ -156,6 +159,7 @@ class LocalStore(Store):
                     cursor.execute("ROLLBACK")
                 except duckdb.Error:
                     pass
+                self._tiers = self._load_tiers()  # in-memory marks may have moved with the rolled-back work
                 if isinstance(exc, duckdb.Error):
                     raise StoreError(f"store write failed: {exc}") from exc
                 raise
@@ -170,9 +174,7 @@ class LocalStore(Store):
         key_columns = ["name", *ingest.label_columns(batch)]
         with self._lock:
             keys, new_series = self._catalog.resolve(batch.select(key_columns).unique(), _naive(self._clock()))
-            samples = batch.join(keys, on=key_columns, how="left", nulls_equal=True).select(
-                "series_id", "ts", "value"
-            )
+            samples = batch.join(keys, on=key_columns, how="left", nulls_equal=True).select("series_id", "ts", "value")
             oldest = samples["ts"].min()
             new_metrics = set(new_series["name"].unique().to_list()) - self._metric_names
 
@@ -224,6 +226,8 @@ class LocalStore(Store):
 
     @staticmethod
     def _insert_metrics(cursor: duckdb.DuckDBPyConnection, infos: list[MetricInfo], replace: bool) -> None:
+        if not infos:
+            return
         on_conflict = (
             "DO UPDATE SET type = excluded.type, unit = excluded.unit, help = excluded.help"
             if replace
@@ -266,7 +270,7 @@ class LocalStore(Store):
                 [ids, since, until],
             )
         top = tier_for_step(spec.step)
-        watermarks = {name: state.watermark for name, state in self._tiers.items()}
+        watermarks = self._readable_until()
         # `until` is inclusive: the segment ends just after it.
         segments = plan_segments(since, until + timedelta(microseconds=1), top, watermarks)
         parts, params = [], []
@@ -275,8 +279,22 @@ class LocalStore(Store):
             params += [ids, segment.start, segment.end]
         return self._read(combine_sql(parts, spec.agg), params)
 
+    def _readable_until(self) -> dict[str, datetime | None]:
+        """Per rollup tier, up to when its rows agree with raw data (a dirty range is not readable)."""
+        readable: dict[str, datetime | None] = {}
+        for tier in ROLLUPS:
+            state = self._tiers[tier.name]
+            bounds = [state.watermark, state.dirty_since, readable.get(tier.source or "")]
+            known = [b for b in bounds if b is not None]
+            readable[tier.name] = min(known) if state.watermark is not None else None
+        return readable
+
     def latest(
-        self, metric: str | None = None, *, labels: Mapping[str, str] | None = None, max_age: DurationLike = "5m"
+        self,
+        metric: str | None = None,
+        *,
+        labels: Mapping[str, str] | None = None,
+        max_age: DurationLike = "5m",
     ) -> pl.DataFrame:
         selected = self._select(Selector.build(metric, labels))
         if selected.is_empty():
@@ -310,7 +328,8 @@ class LocalStore(Store):
         limit: int = 1000,
     ) -> pl.DataFrame:
         now = self._clock()
-        where, params = ["ts >= ?", "ts <= ?"], [
+        where: list[str] = ["ts >= ?", "ts <= ?"]
+        params: list[Any] = [
             _naive(parse_time(since, now=now)),
             _naive(parse_time(until, now=now)),
         ]
@@ -344,9 +363,7 @@ class LocalStore(Store):
             cursor.close()
 
     def stats(self) -> dict[str, Any]:
-        rows = {
-            tier.name: self._read(f"SELECT count(*) AS n FROM {tier.table}")["n"][0] for tier in TIERS
-        }
+        rows = {tier.name: self._read(f"SELECT count(*) AS n FROM {tier.table}")["n"][0] for tier in TIERS}
         wal = self.path.with_name(self.path.name + ".wal")
         size = sum(p.stat().st_size for p in (self.path, wal) if p.exists())
         return {
@@ -375,44 +392,44 @@ class LocalStore(Store):
         return done
 
     def _rollup_tier(self, tier: Tier, target: datetime) -> int:
-        assert tier.bucket is not None and tier.source is not None
-        source_table = BY_NAME[tier.source].table
-        coarser = next((t for t in ROLLUPS if t.source == tier.name), None)
         total = 0
         while True:
-            with self._lock:
-                state = self._tiers[tier.name]
-                marks = [m for m in (state.watermark, state.dirty_since) if m is not None]
-                if marks:
-                    start = floor_time(min(marks), tier.bucket)
-                else:
-                    oldest = self._read(f"SELECT min(ts) AS ts FROM {source_table}")["ts"][0]
-                    if oldest is None:
-                        return total
-                    start = floor_time(oldest, tier.bucket)
-                if start >= target:
+            with self._lock:  # held across choosing and rolling up a span, so no dirty mark is lost
+                span = self._next_span(tier, target)
+                if span is None:
                     return total
-                end = min(start + ROLLUP_CHUNK[tier.name], target)
-                old_mark, dirty = state.watermark, state.dirty_since
+                start, end = span
+                total += self._transaction(partial(self._rollup_span, tier=tier, start=start, end=end))
 
-                def work(cursor: duckdb.DuckDBPyConnection, start: datetime = start, end: datetime = end) -> int:
-                    cursor.execute(f"DELETE FROM {tier.table} WHERE ts >= ? AND ts < ?", [start, end])
-                    cursor.execute(rollup_sql(tier), [start, end])
-                    inserted = cursor.execute(
-                        f"SELECT count(*) FROM {tier.table} WHERE ts >= ? AND ts < ?", [start, end]
-                    ).fetchone()
-                    mark = max(old_mark, end) if old_mark else end
-                    still_dirty = end if dirty is not None and old_mark is not None and end < old_mark else None
-                    cursor.execute(
-                        "UPDATE tiers SET watermark = ?, dirty_since = ? WHERE name = ?",
-                        [mark, still_dirty, tier.name],
-                    )
-                    if coarser is not None:
-                        self._mark_dirty(cursor, coarser.name, start)
-                    state.watermark, state.dirty_since = mark, still_dirty
-                    return int(inserted[0]) if inserted else 0
+    def _next_span(self, tier: Tier, target: datetime) -> tuple[datetime, datetime] | None:
+        """The next range of ``tier`` to (re)compute: from its dirty point or watermark, one chunk long."""
+        assert tier.bucket is not None and tier.source is not None
+        state = self._tiers[tier.name]
+        marks = [m for m in (state.watermark, state.dirty_since) if m is not None]
+        if marks:
+            start = floor_time(min(marks), tier.bucket)
+        else:
+            oldest = self._read(f"SELECT min(ts) AS ts FROM {BY_NAME[tier.source].table}")["ts"][0]
+            if oldest is None:
+                return None
+            start = floor_time(oldest, tier.bucket)
+        return (start, min(start + ROLLUP_CHUNK[tier.name], target)) if start < target else None
 
-                total += self._transaction(work)
+    def _rollup_span(self, cursor: duckdb.DuckDBPyConnection, tier: Tier, start: datetime, end: datetime) -> int:
+        """Recompute ``tier`` over ``[start, end)`` and advance its watermark (inside a transaction)."""
+        cursor.execute(f"DELETE FROM {tier.table} WHERE ts >= ? AND ts < ?", [start, end])
+        cursor.execute(rollup_sql(tier), [start, end])
+        row = cursor.execute(f"SELECT count(*) FROM {tier.table} WHERE ts >= ? AND ts < ?", [start, end]).fetchone()
+        state = self._tiers[tier.name]
+        # A dirty range is recomputed from its start; what lies between this span and the watermark stays dirty.
+        dirty = end if state.dirty_since is not None and state.watermark is not None and end < state.watermark else None
+        mark = max(state.watermark, end) if state.watermark is not None else end
+        cursor.execute("UPDATE tiers SET watermark = ?, dirty_since = ? WHERE name = ?", [mark, dirty, tier.name])
+        state.watermark, state.dirty_since = mark, dirty
+        coarser = next((t for t in ROLLUPS if t.source == tier.name), None)
+        if coarser is not None:
+            self._mark_dirty(cursor, coarser.name, start)
+        return int(row[0]) if row else 0
 
     def expire(self, now: datetime | None = None, retention: RetentionSettings | None = None) -> dict[str, int]:
         """Delete data past each tier's retention; never raw data the minute tier has not rolled up yet."""
@@ -429,15 +446,16 @@ class LocalStore(Store):
                     deleted[tier.name] = 0
                     continue
                 cutoff = min(cutoff, mark)
-            deleted[tier.name] = self._transaction(
-                lambda c, table=tier.table, cutoff=cutoff: c.execute(
-                    f"DELETE FROM {table} WHERE ts < ?", [cutoff]
-                ).fetchone()[0]
-            )
-        deleted["events"] = self._transaction(
-            lambda c: c.execute("DELETE FROM events WHERE ts < ?", [moment - keep.events]).fetchone()[0]
-        )
+            deleted[tier.name] = self._delete_before(tier.table, cutoff)
+        deleted["events"] = self._delete_before("events", moment - keep.events)
         return deleted
+
+    def _delete_before(self, table: str, cutoff: datetime) -> int:
+        def work(cursor: duckdb.DuckDBPyConnection) -> int:
+            row = cursor.execute(f"DELETE FROM {table} WHERE ts < ?", [cutoff]).fetchone()
+            return int(row[0]) if row else 0
+
+        return int(self._transaction(work))
 
     def checkpoint(self) -> None:
         """Fold the write-ahead log into the database file and reclaim deleted space."""
@@ -450,9 +468,7 @@ class LocalStore(Store):
 
 
 def _empty_samples() -> pl.DataFrame:
-    return pl.DataFrame(
-        schema={"ts": pl.Datetime("us", "UTC"), "value": pl.Float64, "name": pl.String}
-    )
+    return pl.DataFrame(schema={"ts": pl.Datetime("us", "UTC"), "value": pl.Float64, "name": pl.String})
 
 
 def _rate(points: pl.DataFrame) -> pl.DataFrame:

@@ -31,7 +31,8 @@ _ROLLUP_COLUMNS = """
     max DOUBLE NOT NULL,
     avg DOUBLE NOT NULL,
     count BIGINT NOT NULL,
-    last DOUBLE NOT NULL
+    last DOUBLE NOT NULL,
+    last_ts TIMESTAMP NOT NULL
 """
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -116,9 +117,7 @@ def migrate(con: duckdb.DuckDBPyConnection, now: datetime) -> list[str]:
         try:
             for statement in migration.statements:
                 con.execute(statement)
-            con.execute(
-                "INSERT INTO qwq_migrations VALUES (?, ?, ?)", [number, migration.name, now]
-            )
+            con.execute("INSERT INTO qwq_migrations VALUES (?, ?, ?)", [number, migration.name, now])
             con.execute("COMMIT")
         except duckdb.Error as exc:
             con.execute("ROLLBACK")
