@@ -75,16 +75,16 @@ def samples(now: datetime, rows: Iterable[tuple[str, Mapping[str, str], float]])
     """A sample frame from ``(name, labels, value)`` rows, all stamped ``now``."""
     names: list[str] = []
     values: list[float] = []
-    labels: list[Mapping[str, str]] = []
-    for name, row_labels, value in rows:
+    labels: dict[str, dict[int, str]] = {}  # label → {row index: value}, built column-wise
+    for index, (name, row_labels, value) in enumerate(rows):
         names.append(name)
-        labels.append(row_labels)
         values.append(float(value))
-    frame = pl.DataFrame({"name": names, "value": values}, schema={"name": pl.String, "value": pl.Float64})
-    label_frame = pl.DataFrame(labels, infer_schema_length=None) if any(labels) else pl.DataFrame()
-    return pl.concat(
-        [frame, label_frame.cast(pl.String)] if label_frame.width else [frame], how="horizontal"
-    ).with_columns(pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("ts"))
+        for key, label in row_labels.items():
+            labels.setdefault(key, {})[index] = label
+    columns = {"name": pl.Series(names, dtype=pl.String), "value": pl.Series(values, dtype=pl.Float64)}
+    for key, by_row in labels.items():
+        columns[key] = pl.Series([by_row.get(i) for i in range(len(names))], dtype=pl.String)
+    return pl.DataFrame(columns).with_columns(ts=pl.lit(now).cast(pl.Datetime("us", "UTC")))
 
 
 def metric_infos(collector: Collector, names: Iterable[str]) -> list[MetricInfo]:
