@@ -12,7 +12,7 @@ import math
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -156,11 +156,10 @@ def finish(
     figures: dict[str, Any],
     targets: list[Target],
     errors: list[str],
-    warnings: Sequence[str] = (),
 ) -> int:
-    """Print PASS/FAIL per target, correctness errors and warnings, and the JSON line; return the exit code.
+    """Print PASS/FAIL per target and correctness errors, and the JSON line; return the exit code.
 
-    Correctness errors fail at every scale; missed targets only at scale 1.0; warnings never.
+    Correctness errors fail at every scale; missed targets only at scale 1.0.
     """
     enforced = scale == 1.0
     print()
@@ -172,15 +171,12 @@ def finish(
         print(f"(targets are enforced at --scale 1.0 only; this run: --scale {scale:g})")
     for error in errors:
         print(f"ERROR {error}")
-    for warning in warnings:
-        print(f"WARNING {warning}")
     result = {
         "bench": bench,
         "scale": scale,
         **figures,
         "targets": {t.name: t.passed for t in targets},
         "errors": errors,
-        "warnings": list(warnings),
     }
     print(json.dumps(result, default=str))
     missed = enforced and not all(t.passed for t in targets)
