@@ -135,6 +135,8 @@ def build_collectors(
     built: list[ConfiguredCollector] = []
     issues: list[ConfigIssue] = []
     for name, entry in configured(settings).items():
+        if not entry.enabled:  # skipped whole: its package may not even be installed
+            continue
         type_name = entry.type or name
         try:
             factory = types.get(type_name)
@@ -146,8 +148,6 @@ def build_collectors(
             options = factory.Options.model_validate(entry.options)
         except ValidationError as exc:
             issues += issues_from(exc, source, {}, prefix=("collectors", name))
-            continue
-        if not entry.enabled:
             continue
         interval = entry.interval or factory.default_interval
         if interval <= timedelta(0):
