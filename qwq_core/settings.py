@@ -1,7 +1,8 @@
-"""qwq's one settings model: a TOML file, overridden by ``QWQ_*`` environment variables.
+"""qwq's one settings model (pydantic): a TOML file, overridden by ``QWQ_*`` environment variables.
 
 Precedence, highest first: command-line flags (applied with :func:`override`), environment variables
-(``QWQ_HOME``, ``QWQ_SERVER__PORT``, ``QWQ_COLLECTORS__HOST__INTERVAL`` — nested keys joined by ``__``),
+(``QWQ_HOME``, ``QWQ_SERVER__PORT``, ``QWQ_COLLECTORS__HOST__INTERVAL`` — nested keys joined by ``__``,
+lower-cased; lists and tables as JSON),
 the TOML file (``--config``, else ``$QWQ_CONFIG``, else ``$QWQ_HOME/qwq.toml`` when it exists), defaults.
 
 Every validation problem becomes a :class:`~qwq_core.errors.ConfigIssue` naming the file (or environment
@@ -11,6 +12,7 @@ and passed down; no other module reads the environment.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -29,7 +31,6 @@ from pydantic import (
     SecretStr,
     ValidationError,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from qwq_core.errors import ConfigError, ConfigIssue, QueryError
 from qwq_core.timeutil import format_duration, parse_duration
@@ -108,15 +109,10 @@ def default_home() -> Path:
     return Path(data) / "qwq"
 
 
-class Settings(BaseSettings):
+class Settings(BaseModel):
     """Everything qwq can be configured with. See ``docs/configuration.md`` for the reference."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        env_nested_delimiter=ENV_DELIMITER,
-        extra="forbid",
-        validate_assignment=True,
-    )
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     home: Path = Field(default_factory=default_home, description="data directory (store, server file)")
     host: str = Field(default_factory=socket.gethostname, description="the `host` label on every series")
@@ -124,18 +120,6 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     collectors: dict[str, CollectorSettings] = Field(default_factory=dict)
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The TOML file arrives as init data; the environment overrides it.
-        return env_settings, init_settings
 
     @property
     def store_path(self) -> Path:
@@ -177,35 +161,53 @@ def _toml_issue(source: str, message: str) -> ConfigIssue:
 def load_settings(
     config: str | Path | None = None, *, env: Mapping[str, str] | None = None
 ) -> tuple[Settings, Path | None]:
-    """Build the settings from the config file and the environment.
+    """Build the settings from the config file and the environment (``os.environ`` unless given).
 
     Returns the settings and the file they were read from (``None`` when defaults only).
     Raises :class:`ConfigError` listing every invalid key as ``file: key: reason``.
     """
     environ = os.environ if env is None else env
     path = resolve_config_path(config, environ)
-    data = read_toml(path) if path else {}
+    data = merge(read_toml(path) if path else {}, environment_overrides(environ))
     try:
-        if env is None:
-            settings = Settings(**data)
-        else:  # an explicit environment (tests): do not read os.environ
-            settings = Settings.model_validate({**data, **_nested_env(env)})
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(issues_from(exc, str(path) if path else "defaults", environ)) from None
     return settings, path
 
 
-def _nested_env(env: Mapping[str, str]) -> dict[str, Any]:
+def environment_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """``QWQ_SERVER__PORT=9000`` → ``{"server": {"port": "9000"}}``; JSON lists and tables are decoded."""
     nested: dict[str, Any] = {}
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX) or name == "QWQ_CONFIG":
             continue
-        keys = name[len(ENV_PREFIX) :].lower().split(ENV_DELIMITER)
+        *parents, leaf = name[len(ENV_PREFIX) :].lower().split(ENV_DELIMITER)
         target = nested
-        for key in keys[:-1]:
+        for key in parents:
             target = target.setdefault(key, {})
-        target[keys[-1]] = value
+        target[leaf] = _env_value(value)
     return nested
+
+
+def _env_value(value: str) -> Any:
+    if value.strip()[:1] in ("[", "{"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            pass  # not JSON after all: let validation judge the text
+    return value
+
+
+def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` applied, tables merged key by key."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def issues_from(
