@@ -1,0 +1,220 @@
+"""Plotly figures from sample frames — pure functions: polars in, :class:`plotly.graph_objects.Figure` out.
+
+Every function takes frames shaped like :meth:`~qwq_core.store.Store.query` answers (``ts, value`` and
+label columns) plus the time window the graph covers, and draws one trace per label value in the house
+theme: dark, thin lines, units on the y axis, times in UTC. An empty frame gives a "no data yet" figure
+instead of an empty plot, so panels never have to check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from datetime import UTC, datetime
+from html import escape
+from typing import Any, Literal
+
+import plotly.graph_objects as go
+import polars as pl
+
+from dashboards.units import byte_scale
+
+Unit = Literal["ratio", "bytes", "bytes/s"]
+Window = tuple[datetime, datetime]
+"""The ``(start, end)`` a graph's time axis covers, UTC."""
+
+PALETTE = ("#5794f2", "#73bf69", "#ff9830", "#b877d9", "#f2cc0c", "#f2495c", "#8ab8ff", "#96d98d", "#ffb357")
+TEXT = "#c7d0d9"
+MUTED = "#8e98a8"
+GRID = "rgba(204, 214, 230, 0.07)"
+FONT = "Inter, system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
+_TS_FORMAT = "%Y-%m-%d %H:%M:%S"
+NO_DATA = "No data yet"
+THEME = go.layout.Template(
+    layout={
+        "paper_bgcolor": "rgba(0,0,0,0)",
+        "plot_bgcolor": "rgba(0,0,0,0)",
+        "font": {"family": FONT, "size": 11, "color": TEXT},
+        "margin": {"l": 52, "r": 14, "t": 12, "b": 30},
+        "hovermode": "x unified",
+        "hoverlabel": {"bgcolor": "#1f242d", "bordercolor": "#3a4150", "font": {"color": TEXT}},
+        "legend": {"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom", "bgcolor": "rgba(0,0,0,0)",
+                   "traceorder": "normal"},
+        "xaxis": {"type": "date", "gridcolor": GRID, "linecolor": GRID, "zeroline": False,
+                  "hoverformat": "%b %d %H:%M:%S UTC", "tickfont": {"color": MUTED}},
+        "yaxis": {"gridcolor": GRID, "zeroline": False, "tickfont": {"color": MUTED}},
+    }
+)
+"""The house theme, validated once; every figure names it instead of plotly's default template."""
+_MARKERS_BELOW = 30
+"""Traces with fewer points also get markers, so a lone sample is visible."""
+_TICK_FORMATS = [  # by tick spacing in ms: one line of labels, no date row under the axis
+    {"dtickrange": [None, 60_000], "value": "%H:%M:%S"},
+    {"dtickrange": [60_000, 86_400_000], "value": "%H:%M"},
+    {"dtickrange": [86_400_000, None], "value": "%b %d"},
+]
+
+
+def empty_figure(message: str = NO_DATA, detail: str = "", window: Window | None = None) -> go.Figure:
+    """A figure with no traces and ``message`` (and a smaller ``detail`` line, e.g. an error) in the middle."""
+    text = escape(message)
+    if detail:
+        text += f"<br><span style='font-size:11px;color:{MUTED}'>{escape(detail)}</span>"
+    layout = _layout(window, {"visible": False}, legend=False)
+    layout["xaxis"].update(visible=window is not None, showgrid=False)
+    layout["annotations"] = [
+        {"text": text, "showarrow": False, "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5,
+         "font": {"size": 14, "color": MUTED}}
+    ]
+    return go.Figure(layout=layout)
+
+
+def timeseries_figure(
+    frame: pl.DataFrame,
+    *,
+    by: str,
+    unit: Unit,
+    window: Window,
+    stacked: bool = False,
+    order: Sequence[str] = (),
+    dashed: Collection[str] = (),
+    colors: Mapping[str, str] | None = None,
+) -> go.Figure:
+    """One line per value of the ``by`` column (stacked areas with ``stacked``).
+
+    ``order`` puts those series first (legend, stacking from the bottom); the others follow sorted.
+    Series named in ``dashed`` are drawn as dashed lines outside any stack (a total, a limit). Colours
+    come from ``colors`` by series name, else from :data:`PALETTE` in order.
+    """
+    if frame.is_empty():
+        return empty_figure(window=window)
+    divisor, axis, hover = _y_axis(unit, _largest(frame, stacked))
+    groups = _groups(frame, by, order)
+    single = len(groups) == 1 and not stacked
+    traces = [
+        _trace(
+            name, part, divisor, hover, (colors or {}).get(name, PALETTE[i % len(PALETTE)]),
+            dash="dash" if name in dashed else None,
+            stack=stacked and name not in dashed,
+            fill=single,
+        )
+        for i, (name, part) in enumerate(groups)
+    ]
+    return go.Figure(data=traces, layout=_layout(window, axis, legend=len(traces) > 1))
+
+
+def io_figure(
+    inbound: pl.DataFrame,
+    outbound: pl.DataFrame,
+    *,
+    by: str,
+    window: Window,
+    names: tuple[str, str] = ("in", "out"),
+) -> go.Figure:
+    """Byte rates in two directions per value of ``by``: one colour per device, outbound dashed."""
+    if inbound.is_empty() and outbound.is_empty():
+        return empty_figure(window=window)
+    divisor, axis, hover = _y_axis("bytes/s", max(_largest(inbound), _largest(outbound)))
+    directions = [(dict(_groups(inbound, by)), names[0], None), (dict(_groups(outbound, by)), names[1], "dash")]
+    devices = sorted(set().union(*(groups for groups, _, _ in directions)))
+    traces = []
+    for i, device in enumerate(devices):
+        color = PALETTE[i % len(PALETTE)]
+        for groups, direction, dash in directions:
+            if device in groups:
+                trace = _trace(f"{device} {direction}", groups[device], divisor, hover, color, dash=dash)
+                traces.append({**trace, "legendgroup": device})
+    return go.Figure(data=traces, layout=_layout(window, axis, legend=len(traces) > 1))
+
+
+def _groups(frame: pl.DataFrame, by: str, order: Sequence[str] = ()) -> list[tuple[str, pl.DataFrame]]:
+    """``(label value, its rows sorted by time)`` pairs: ``order`` first, then the rest sorted."""
+    if frame.is_empty():
+        return []
+    keyed = frame.with_columns(pl.col(by).fill_null("") if by in frame.columns else pl.lit("").alias(by))
+    parts = {key[0]: part.sort("ts") for key, part in keyed.partition_by(by, as_dict=True).items()}
+    names = [n for n in order if n in parts] + sorted(set(parts) - set(order))
+    return [(str(name), parts[name]) for name in names]
+
+
+def _largest(frame: pl.DataFrame, stacked: bool = False) -> float:
+    """The highest point a frame reaches on the y axis (per timestamp sum when stacked)."""
+    if frame.is_empty():
+        return 0.0
+    values = frame.group_by("ts").agg(pl.col("value").sum())["value"] if stacked else frame["value"]
+    return float(values.max() or 0.0)  # type: ignore[arg-type]
+
+
+def _y_axis(unit: Unit, largest: float) -> tuple[float, dict[str, Any], str]:
+    """``(divisor, y axis settings, hover template)`` for values of ``unit`` reaching ``largest``."""
+    if unit == "ratio":
+        axis_range = [0, 1] if largest <= 1.0 else None
+        return 1.0, {"tickformat": ".0%", "range": axis_range}, "%{y:.1%}"
+    divisor, prefix = byte_scale(largest)
+    suffix = f"{prefix}/s" if unit == "bytes/s" else prefix
+    axis = {"title": {"text": suffix, "font": {"size": 11, "color": MUTED}}, "rangemode": "tozero"}
+    return divisor, axis, f"%{{y:,.2f}} {suffix}"
+
+
+def _trace(
+    name: str,
+    part: pl.DataFrame,
+    divisor: float,
+    hover: str,
+    color: str,
+    *,
+    dash: str | None = None,
+    stack: bool = False,
+    fill: bool = False,
+) -> dict[str, Any]:
+    """One line (or stacked area) as a plotly trace dict: values divided by ``divisor``."""
+    values = part["value"] / divisor if divisor != 1.0 else part["value"]
+    trace: dict[str, Any] = {
+        "type": "scatter",
+        "x": _timestamps(part["ts"]),
+        "y": values.to_list(),
+        "name": name or "value",
+        "mode": "lines" if part.height >= _MARKERS_BELOW else "lines+markers",
+        "marker": {"size": 5},
+        "line": {"color": color, "width": 1.6, "dash": dash},
+        "hovertemplate": hover,
+    }
+    if stack:
+        trace.update(stackgroup="stack", fillcolor=_alpha(color, 0.55))
+        trace["line"]["width"] = 0.8
+    elif fill:
+        trace.update(fill="tozeroy", fillcolor=_alpha(color, 0.14))
+    return trace
+
+
+def _layout(window: Window | None, yaxis: dict[str, Any], *, legend: bool) -> dict[str, Any]:
+    """A figure's own layout on top of :data:`THEME`: its time window, y axis and legend."""
+    return {
+        "template": THEME,
+        "margin": {"t": 30 if legend else 12},
+        "showlegend": legend,
+        "xaxis": {
+            "range": [_utc_text(moment) for moment in window] if window else None,
+            "tickformatstops": _TICK_FORMATS,  # templates treat arrays of objects as item defaults
+        },
+        "yaxis": yaxis,
+    }
+
+
+def _timestamps(ts: pl.Series) -> list[str]:
+    """UTC wall-clock strings: plotly.js draws dates as given, ignoring any offset."""
+    if isinstance(ts.dtype, pl.Datetime) and ts.dtype.time_zone is not None:
+        ts = ts.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+    return ts.dt.strftime(_TS_FORMAT).to_list()
+
+
+def _utc_text(moment: datetime) -> str:
+    """A datetime as UTC wall-clock text (naive datetimes are UTC already)."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime(_TS_FORMAT)
+
+
+def _alpha(color: str, alpha: float) -> str:
+    """``#rrggbb`` as an ``rgba()`` string with the given opacity."""
+    red, green, blue = (int(color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({red}, {green}, {blue}, {alpha})"

@@ -1,0 +1,230 @@
+"""The dashboard over a real LocalStore, through Flask's test client: page, layout and graph callbacks.
+
+The store holds 30 minutes of synthetic 1-second samples shaped like the host collector's; the callbacks
+are posted the way the Dash renderer posts them, with ids and outputs read from ``/_dash-dependencies``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import polars as pl
+import pytest
+
+from dashboards import create_dashboard
+from dashboards.layout import CARDS, CPU_BUSY, CPU_MODES, HOST, NETWORK, RANGE, REFRESH
+from qwq_core.errors import StoreError
+from qwq_core.store import LocalStore
+
+HOST_NAME = "web1"
+MINUTES = 30
+CPU_MODES_WRITTEN = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+RX_RATE, TX_RATE = 1_000_000.0, 250_000.0
+"""Bytes/s the synthetic eth0 counters grow by."""
+
+
+def host_samples(host: str, end: datetime, minutes: int = MINUTES, cores: int = 4) -> pl.DataFrame:
+    """``minutes`` of 1 s samples of every host-collector metric for ``host``, ending at ``end``."""
+    seconds = minutes * 60
+    ts = [end - timedelta(seconds=seconds - 1 - i) for i in range(seconds)]
+    wave = [math.sin(i / 90) for i in range(seconds)]
+    frames: list[pl.DataFrame] = []
+
+    def add(name: str, values: list[float], **labels: str) -> None:
+        frames.append(pl.DataFrame({"name": name, "ts": ts, "value": values, "host": host, **labels}))
+
+    for cpu in ["total", *map(str, range(cores))]:
+        busy = [0.35 + 0.2 * w for w in wave]
+        add("host_cpu_usage_ratio", busy, cpu=cpu)
+        shares = {"user": 0.6, "system": 0.25, "iowait": 0.1, "steal": 0.05}
+        for mode in CPU_MODES_WRITTEN:
+            values = [1 - b for b in busy] if mode == "idle" else [b * shares.get(mode, 0.0) for b in busy]
+            add("host_cpu_usage_ratio", values, cpu=cpu, mode=mode)
+    add("host_cpu_count", [float(cores)] * seconds)
+    for window in (1, 5, 15):
+        add(f"host_load{window}", [1.2 + w / window for w in wave])
+    gib = 1024.0**3
+    used = [6 * gib + gib * w for w in wave]
+    add("host_memory_total_bytes", [16 * gib] * seconds)
+    add("host_memory_used_bytes", used)
+    add("host_memory_available_bytes", [16 * gib - u for u in used])
+    add("host_memory_cached_bytes", [4 * gib] * seconds)
+    add("host_memory_buffers_bytes", [0.5 * gib] * seconds)
+    add("host_swap_total_bytes", [2 * gib] * seconds)
+    add("host_swap_used_bytes", [0.1 * gib] * seconds)
+    filesystems = (("/", "/dev/sda1", 100, 0.42), ("/var", "/dev/sdb1", 500, 0.8))
+    for mountpoint, device, size, used_share in filesystems:
+        labels = {"mountpoint": mountpoint, "device": device, "fstype": "ext4"}
+        add("host_filesystem_size_bytes", [size * gib] * seconds, **labels)
+        add("host_filesystem_free_bytes", [size * gib * (1 - used_share)] * seconds, **labels)
+        add("host_filesystem_used_bytes", [size * gib * used_share] * seconds, **labels)
+    for device, speed in (("sda", 1.0), ("nvme0n1", 4.0)):
+        add("host_disk_read_bytes_total", [speed * 2e6 * i for i in range(seconds)], device=device)
+        add("host_disk_written_bytes_total", [speed * 5e6 * i for i in range(seconds)], device=device)
+    for device, scale in (("eth0", 1.0), ("lo", 0.01)):
+        add("host_network_receive_bytes_total", [scale * RX_RATE * i for i in range(seconds)], device=device)
+        add("host_network_transmit_bytes_total", [scale * TX_RATE * i for i in range(seconds)], device=device)
+    add("host_processes", [312.0] * seconds)
+    add("host_open_fds", [4096.0] * seconds)
+    add("host_uptime_seconds", [86400.0 * 3 + i for i in range(seconds)])
+    return pl.concat(frames, how="diagonal")
+
+
+@pytest.fixture
+def filled(store: LocalStore) -> LocalStore:
+    """The test store with 30 minutes of one host's samples ending a second ago."""
+    store.write(host_samples(HOST_NAME, datetime.now(UTC) - timedelta(seconds=1)))
+    return store
+
+
+@pytest.fixture
+def client(filled: LocalStore) -> Any:
+    return create_dashboard(filled, refresh=timedelta(seconds=5)).server.test_client()
+
+
+def call(client: Any, output: str, values: dict[str, Any], changed: str) -> dict[str, Any]:
+    """Post the callback writing ``output`` (``id.property``) as the renderer does; its ``response``.
+
+    The callback's inputs and state are read from ``/_dash-dependencies`` and take their values from
+    ``values`` (by ``id.property``); ``changed`` is the property that triggered it. ``{}`` for "no update".
+    """
+    specs = client.get("/_dash-dependencies").get_json()
+    spec = next(cb for cb in specs if output in cb["output"].strip(".").split("..."))
+    targets = [target.split(".") for target in spec["output"].strip(".").split("...")]
+
+    def with_values(items: list[dict[str, str]]) -> list[dict[str, Any]]:
+        return [{**item, "value": values[f"{item['id']}.{item['property']}"]} for item in items]
+
+    payload = {
+        "output": spec["output"],
+        "outputs": [{"id": id_, "property": prop} for id_, prop in targets],
+        "inputs": with_values(spec["inputs"]),
+        "state": with_values(spec["state"]),
+        "changedPropIds": [changed],
+    }
+    response = client.post("/_dash-update-component", json=payload)
+    assert response.status_code in (200, 204), response.data[:500]
+    return response.get_json()["response"] if response.status_code == 200 else {}
+
+
+def tick(client: Any, output: str, host: str = HOST_NAME, range_key: str = "1h") -> dict[str, Any]:
+    """The response of the callback writing ``output`` after an interval tick."""
+    values = {f"{HOST}.value": host, f"{RANGE}.value": range_key, f"{REFRESH}.n_intervals": 3}
+    return call(client, output, values, f"{REFRESH}.n_intervals")
+
+
+def figures(client: Any, graph: str, **kwargs: Any) -> dict[str, Any]:
+    """The figures (by graph id) the callback drawing ``graph`` answers with after a tick."""
+    return {key: value["figure"] for key, value in tick(client, f"{graph}.figure", **kwargs).items()}
+
+
+def test_index_serves_the_dash_renderer(client: Any) -> None:
+    response = client.get("/")
+    assert response.status_code == 200
+    html = response.data.decode()
+    assert "<title>qwq</title>" in html
+    assert "dash-renderer" in html or "DashRenderer" in html
+    assert "qwq.css" in html
+
+
+def test_layout_names_every_graph_and_the_host(client: Any) -> None:
+    response = client.get("/_dash-layout")
+    assert response.status_code == 200
+    text = response.data.decode()
+    for card in CARDS:
+        assert f'"id":"{card.graph}"' in text.replace(" ", "")
+    assert HOST_NAME in text
+
+
+def test_cpu_callback_draws_busy_and_stacked_modes(client: Any) -> None:
+    drawn = figures(client, CPU_BUSY)
+    busy = drawn[CPU_BUSY]["data"]
+    assert len(busy) == 1
+    values = busy[0]["y"]
+    # 1h at a 15 s step over 30 minutes of data: about 120 buckets, each averaging 0.35 ± 0.2.
+    assert 115 <= len(values) <= 122
+    assert all(0.14 < v < 0.56 for v in values)
+    assert drawn[CPU_BUSY]["layout"]["yaxis"]["tickformat"] == ".0%"
+    modes = drawn[CPU_MODES]["data"]
+    assert [t["name"] for t in modes] == ["user", "system", "iowait", "steal"]
+    assert all(t["stackgroup"] == "stack" for t in modes)
+    stacked = [sum(t["y"][i] for t in modes) for i in range(len(values))]
+    assert stacked == pytest.approx(values, rel=1e-6)
+
+
+def test_network_callback_draws_rates_per_device(client: Any) -> None:
+    figure = figures(client, NETWORK, range_key="15m")[NETWORK]
+    traces = {t["name"]: t for t in figure["data"]}
+    assert set(traces) == {"eth0 rx", "eth0 tx", "lo rx", "lo tx"}
+    assert figure["layout"]["yaxis"]["title"]["text"] == "KiB/s"
+    rx = traces["eth0 rx"]["y"]
+    # 15m reads raw 1 s samples: one rate per second.
+    assert 895 <= len(rx) <= 901
+    assert rx == pytest.approx([RX_RATE / 1024] * len(rx))
+    assert traces["eth0 tx"]["y"] == pytest.approx([TX_RATE / 1024] * len(rx))
+    assert traces["eth0 tx"]["line"]["dash"] == "dash"
+
+
+@pytest.mark.parametrize("range_key", ["15m", "6h", "24h"])
+def test_every_graph_callback_answers(client: Any, range_key: str) -> None:
+    for card in CARDS:
+        figure = figures(client, card.graph, range_key=range_key)[card.graph]
+        assert figure["data"], (card.graph, range_key)
+
+
+def texts(component: dict[str, Any]) -> list[Any]:
+    """The children of each child of a serialised component (a tile's label, value, detail...)."""
+    return [part["props"]["children"] for part in component["props"]["children"]]
+
+
+def test_tiles_show_the_latest_values(client: Any) -> None:
+    tiles = tick(client, "tiles.children")["tiles"]["children"]
+    shown = {tile["props"]["id"]: texts(tile) for tile in tiles}
+    wave = math.sin((MINUTES * 60 - 1) / 90)  # of the newest sample
+    assert shown["tile-cpu"][:3] == ["CPU busy", f"{0.35 + 0.2 * wave:.0%}", "of 4 cores"]
+    assert shown["tile-mem"][1:3] == [f"{(6 + wave) / 16:.0%}", f"{6 + wave:.3g} GiB of 16 GiB"]
+    assert shown["tile-fs"][1:3] == ["80%", "fullest: /var"]
+    assert shown["tile-uptime"][1] == "3d 0h"
+    assert shown["tile-procs"][1] == "312"
+    assert shown["tile-fds"][1] == "4,096"
+
+
+def test_address_bar_selects_host_and_range_and_follows_the_controls(client: Any) -> None:
+    def address(changed: str, search: str, host: str, range_key: str) -> tuple[Any, ...]:
+        values = {
+            "url.search": search,
+            f"{HOST}.value": host,
+            f"{RANGE}.value": range_key,
+            f"{HOST}.options": [HOST_NAME, "db2"],
+        }
+        answer = call(client, "url.search", values, changed)
+        outputs = (("url", "search"), (HOST, "value"), (RANGE, "value"))
+        return tuple(answer.get(id_, {}).get(prop) for id_, prop in outputs)
+
+    assert address("url.search", "?host=db2&range=6h", HOST_NAME, "1h") == ("?host=db2&range=6h", "db2", "6h")
+    unknown = address("url.search", "?host=evil&range=1y", HOST_NAME, "1h")  # ignored: not offered
+    assert unknown == (f"?host={HOST_NAME}&range=1h", HOST_NAME, "1h")
+    followed = address(f"{RANGE}.value", "?host=db2&range=6h", "db2", "24h")  # the controls write the address
+    assert followed == ("?host=db2&range=24h", None, None)
+
+
+def test_unknown_host_gets_no_data_figures(client: Any) -> None:
+    figure = figures(client, NETWORK, host="nobody")[NETWORK]
+    assert figure["data"] == []
+    assert "No data yet" in json.dumps(figure["layout"]["annotations"])
+
+
+def test_store_error_blanks_only_the_failing_panel(filled: LocalStore, monkeypatch: Any) -> None:
+    client = create_dashboard(filled).server.test_client()
+
+    def broken(*args: Any, **kwargs: Any) -> pl.DataFrame:
+        raise StoreError("disk on fire")
+
+    monkeypatch.setattr(filled, "query", broken)
+    figure = figures(client, NETWORK)[NETWORK]
+    assert "disk on fire" in json.dumps(figure["layout"]["annotations"])
+    tiles = tick(client, "tiles.children")  # latest() still works: the tiles are unaffected
+    assert "Memory used" in json.dumps(tiles)
