@@ -7,6 +7,9 @@ In a notebook::
     cpu = store.query("host_cpu_usage_ratio", labels={"cpu": "total"}, since="1h", step="1m")
 """
 
+__version__ = "0.1.0"
+
+from qwq_core.connect import connect
 from qwq_core.errors import (
     CollectorError,
     ConfigError,
@@ -19,8 +22,6 @@ from qwq_core.errors import (
 )
 from qwq_core.model import Event, MetricInfo
 from qwq_core.store import LocalStore, QuerySpec, Store
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CollectorError",
@@ -37,4 +38,5 @@ __all__ = [
     "StoreError",
     "StoreLockedError",
     "__version__",
+    "connect",
 ]

@@ -1,8 +1,7 @@
-"""Fixtures shared by every test layer: a fresh store, free ports, a clean qwq home."""
+"""Fixtures shared by every test layer: a fresh store, a clean qwq home."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,13 +15,6 @@ def store(tmp_path: Path) -> Iterator[LocalStore]:
     """An empty LocalStore in a temporary directory, closed afterwards."""
     with LocalStore(tmp_path / "qwq.duckdb") as opened:
         yield opened
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import polars as pl
 import pytest
-from conftest import free_port
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -25,6 +24,7 @@ from qwq_core.api.exposition import render
 from qwq_core.collector import CollectorContext, samples
 from qwq_core.model import Event, MetricInfo
 from qwq_core.store import LocalStore
+from tests.support import free_port
 
 pytestmark = pytest.mark.service
 

@@ -1,0 +1,1 @@
+"""The qwq command line (typer)."""

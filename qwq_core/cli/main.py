@@ -1,0 +1,305 @@
+"""The ``qwq`` command: thin commands over library calls.
+
+Exit codes: 0 success, 1 failure, 2 bad input (invalid config, query or arguments) — with a one-line
+reason per problem on stderr and no traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import polars as pl
+import typer
+from rich.logging import RichHandler
+
+from qwq_core import __version__
+from qwq_core.announce import Announcement, announcement_path
+from qwq_core.cli.output import Format, err, out, print_frame, table
+from qwq_core.collector import build_collectors, configured, registry
+from qwq_core.connect import connect
+from qwq_core.errors import ConfigError, QwqError, StoreLockedError, exit_code
+from qwq_core.model import Event
+from qwq_core.runtime import collector_job
+from qwq_core.scheduler import Outcome, Scheduler
+from qwq_core.settings import Settings, load_settings, override
+from qwq_core.store.local import LocalStore
+from qwq_core.store.remote import RemoteStore
+from qwq_core.timeutil import utcnow
+
+app = typer.Typer(
+    name="qwq",
+    help="qwq — watch hosts, store every sample in DuckDB, query it as polars frames.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    add_completion=False,
+)
+config_app = typer.Typer(help="Check or show the configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", envvar="QWQ_CONFIG", help="TOML config file (default $QWQ_HOME/qwq.toml)."),
+]
+StoreOption = Annotated[
+    str | None,
+    typer.Option("--store", help="store file, directory or http://host:port (default: the configured store)."),
+]
+FormatOption = Annotated[Format, typer.Option("--format", "-f", help="output format.")]
+OutputOption = Annotated[Path | None, typer.Option("--output", "-o", help="write to a file instead of stdout.")]
+
+
+class State:
+    """Options of the top-level command, shared with subcommands."""
+
+    config: Path | None = None
+
+    def settings(self) -> Settings:
+        return load_settings(self.config)[0]
+
+
+state = State()
+
+
+@app.callback()
+def main_options(
+    config: ConfigOption = None,
+    log_level: Annotated[
+        Literal["debug", "info", "warning", "error"] | None,
+        typer.Option(help="log level (default from config)."),
+    ] = None,
+    version: Annotated[bool, typer.Option("--version", help="print the version and exit.")] = False,
+) -> None:
+    """qwq — watch hosts, store every sample in DuckDB, query it as polars frames."""
+    if version:
+        out.print(f"qwq {__version__}")
+        raise typer.Exit()
+    state.config = config
+    logging.basicConfig(
+        level=(log_level or "warning").upper(),
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=False)],
+    )
+
+
+@app.command()
+def up(
+    host: Annotated[str | None, typer.Option(help="address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="port to bind (default 8765; 0 picks a free one).")] = None,
+    access_log: Annotated[bool, typer.Option(help="log every HTTP request.")] = False,
+) -> None:
+    """Collect and serve: REST API, /metrics and the dashboard on one port, until Ctrl-C."""
+    from qwq_core.server import serve  # heavy imports (uvicorn, dash) only for this command
+
+    settings = override(state.settings(), **{"server.host": host, "server.port": port})
+    logging.getLogger().setLevel(settings.log_level.upper())
+
+    def ready(url: str) -> None:
+        out.print(f"[bold green]qwq {__version__} is up[/] — store {settings.store_path}")
+        out.print(f"  dashboard  {url}/\n  REST API   {url}/docs\n  metrics    {url}/metrics")
+
+    try:
+        serve(settings, on_ready=ready, access_log=access_log)
+    except StoreLockedError:
+        running = Announcement.read(announcement_path(settings.store_path))
+        if running is None:
+            raise
+        err.print(f"qwq is already running at {running.url} (PID {running.pid})")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def collect(
+    once: Annotated[bool, typer.Option("--once", help="run every collector once and print the result.")] = False,
+    fmt: FormatOption = "table",
+    write: Annotated[bool, typer.Option(help="also store the samples (through a running server if any).")] = False,
+    store: StoreOption = None,
+) -> None:
+    """Run the configured collectors once and show each one's state and samples."""
+    if not once:
+        err.print("only --once is supported; `qwq up` collects continuously")
+        raise typer.Exit(2)
+    settings = state.settings()
+    events: list[Event] = []
+    collectors = build_collectors(settings, events.append)
+    scheduler = Scheduler([collector_job(c, settings.host) for c in collectors], lambda _: None)
+    with err.status("collecting…"):
+        outcomes = asyncio.run(scheduler.run_once(utcnow()))
+    for collector in collectors:
+        collector.close()
+    frames = [o.result for o in outcomes if o.ok and o.result.height]
+    samples = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
+    if write and samples.height:
+        with connect(store, settings=settings) as target:
+            target.write(samples)
+    summary = pl.DataFrame([_outcome_row(c.type, o) for c, o in zip(collectors, outcomes, strict=True)])
+    if fmt == "json":
+        rows = json.loads(samples.write_json()) if samples.height else []
+        document = {"collectors": summary.to_dicts(), "samples": rows, "events": [e.as_row() for e in events]}
+        sys.stdout.write(json.dumps(document, default=str) + "\n")
+    elif fmt == "table":
+        out.print(table(summary, "collectors"))
+        if samples.height:
+            out.print(table(samples.sort("name"), "samples"))
+    else:
+        print_frame(samples, fmt)
+    if not all(o.ok for o in outcomes):
+        raise typer.Exit(1)
+
+
+def _outcome_row(type_name: str, outcome: Outcome) -> dict[str, Any]:
+    reason = None
+    if outcome.timed_out:
+        reason = f"timed out after {outcome.job.timeout.total_seconds():g}s"
+    elif outcome.error is not None:
+        reason = f"{type(outcome.error).__name__}: {outcome.error}"
+    return {
+        "collector": outcome.job.name,
+        "type": type_name,
+        "state": "ok" if outcome.ok else "failed",
+        "samples": outcome.result.height if outcome.ok else 0,
+        "seconds": round(outcome.duration, 4),
+        "error": reason,
+    }
+
+
+@app.command()
+def query(
+    metric: Annotated[str, typer.Argument(help='metric name or selector, e.g. host_cpu_usage_ratio{cpu="total"}')],
+    label: Annotated[list[str], typer.Option("--label", "-l", help="filter name=value (repeatable).")] = [],  # noqa: B006
+    since: Annotated[str, typer.Option(help="start: duration ago (1h), ISO time or Unix seconds.")] = "1h",
+    until: Annotated[str | None, typer.Option(help="end (default now).")] = None,
+    step: Annotated[str | None, typer.Option(help="bucket width, e.g. 1m; omit for raw samples.")] = None,
+    agg: Annotated[
+        Literal["avg", "min", "max", "sum", "count", "last", "rate"],
+        typer.Option(help="aggregation per bucket."),
+    ] = "avg",
+    fmt: FormatOption = "table",
+    output: OutputOption = None,
+    store: StoreOption = None,
+) -> None:
+    """Print the samples of the series matching METRIC."""
+    from qwq_core.api.routes import parse_labels
+
+    with connect(store, settings=state.settings()) as opened:
+        frame = opened.query(metric, labels=parse_labels(label), since=since, until=until, step=step, agg=agg)
+    print_frame(frame, fmt, output)
+
+
+@app.command()
+def series(
+    pattern: Annotated[str | None, typer.Argument(help="selector or name glob, e.g. 'host_*'.")] = None,
+    fmt: FormatOption = "table",
+    output: OutputOption = None,
+    store: StoreOption = None,
+) -> None:
+    """List the stored series (metric name and labels)."""
+    with connect(store, settings=state.settings()) as opened:
+        print_frame(opened.series(pattern), fmt, output)
+
+
+@app.command()
+def events(
+    since: Annotated[str, typer.Option(help="start: duration ago or time.")] = "24h",
+    kind: Annotated[str | None, typer.Option(help="kind glob, e.g. 'collector.*'.")] = None,
+    source: Annotated[str | None, typer.Option(help="source glob.")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many, newest first.")] = 100,
+    fmt: FormatOption = "table",
+    store: StoreOption = None,
+) -> None:
+    """List recent events (collector failures, state changes, server starts)."""
+    with connect(store, settings=state.settings()) as opened:
+        print_frame(opened.events(since=since, kind=kind, source=source, limit=limit), fmt)
+
+
+@app.command()
+def sql(
+    statement: Annotated[str, typer.Argument(help="one SELECT over series, samples, points, metrics, events …")],
+    fmt: FormatOption = "table",
+    output: OutputOption = None,
+    store: StoreOption = None,
+) -> None:
+    """Run a read-only SQL query against the store."""
+    with connect(store, settings=state.settings()) as opened:
+        print_frame(opened.sql(statement), fmt, output)
+
+
+@app.command()
+def status(fmt: Annotated[Literal["table", "json"], typer.Option("--format", "-f")] = "table") -> None:
+    """Is qwq running? Store size, series, tiers, and each collector's state."""
+    settings = state.settings()
+    running = Announcement.read(announcement_path(settings.store_path))
+    report: dict[str, Any] = {"running": False, "store": None, "collectors": []}
+    if running is not None:
+        with RemoteStore(running.url, token=_token(settings)) as remote:
+            report = {"running": True, "url": running.url, "pid": running.pid, **remote.status()}
+    elif settings.store_path.exists():
+        with LocalStore(settings.store_path, settings=settings.store, read_only=True) as local:
+            report["store"] = local.stats()
+    if fmt == "json":
+        sys.stdout.write(json.dumps(report, default=str) + "\n")
+        return
+    if report["running"]:
+        out.print(f"[green]● running[/] at {report['url']} (PID {report['pid']}, qwq {report['version']})")
+    else:
+        out.print("[yellow]○ not running[/] — start it with `qwq up`")
+    if report["store"]:
+        facts = report["store"]
+        out.print(
+            f"store {facts['path']}: {facts['size_bytes'] / 1e6:.1f} MB, {facts['series']} series, "
+            f"rows {facts['rows']}, schema v{facts['schema_version']}"
+        )
+    if report["collectors"]:
+        out.print(table(pl.DataFrame(report["collectors"]).drop("last_run", strict=False), "collectors"))
+
+
+def _token(settings: Settings) -> str | None:
+    return settings.server.token.get_secret_value() if settings.server.token else None
+
+
+@config_app.command("check")
+def config_check() -> None:
+    """Validate the config file: every key, and every collector's options. Exit 2 if invalid."""
+    settings, path = load_settings(state.config)
+    collectors = build_collectors(settings, lambda _: None, source=str(path or "defaults"))
+    for collector in collectors:
+        collector.close()
+    names = ", ".join(f"{c.name} ({c.type}, every {c.interval.total_seconds():g}s)" for c in collectors)
+    out.print(f"[green]config OK[/] — {path or 'defaults (no config file)'}; collectors: {names or 'none'}")
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """Print the effective configuration (file + environment + defaults) as JSON; secrets masked."""
+    settings = state.settings()
+    data = settings.model_dump(mode="json")
+    data["collectors"] = {k: v.model_dump(mode="json") for k, v in configured(settings).items()}
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+@app.command("collectors")
+def list_collectors() -> None:
+    """List the installed collector types (built-in and third-party) and whether they load."""
+    rows = [
+        {"type": p.name, "from": p.distribution or "", "target": p.target, "status": p.error or "ok"}
+        for p in registry().plugins()
+    ]
+    out.print(table(pl.DataFrame(rows), "collector types"))
+
+
+def main() -> None:
+    """Entry point of the ``qwq`` console script: QwqErrors become one-line messages and exit codes."""
+    try:
+        app()
+    except ConfigError as error:
+        for issue in error.issues:
+            err.print(f"[red]error:[/] {issue}", highlight=False)
+        sys.exit(exit_code(error))
+    except QwqError as error:
+        err.print(f"[red]error:[/] {error}", highlight=False)
+        sys.exit(exit_code(error))

@@ -1,0 +1,161 @@
+"""The composition root of ``qwq up``: store + collectors + REST + /metrics + dashboard on one port.
+
+``qwq up`` owns the DuckDB file (DuckDB allows one writing process per file). It announces itself in a small
+JSON file next to the store (``qwq.server.json``: URL and PID) so that :func:`qwq_core.connect` in any
+other process — a notebook, ``qwq query`` — reads live data through the server instead of the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from a2wsgi import WSGIMiddleware
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from qwq_core import __version__
+from qwq_core.announce import Announcement, announcement_path
+from qwq_core.api.exposition import render
+from qwq_core.api.routes import public, router
+from qwq_core.collector import build_collectors
+from qwq_core.errors import ConfigError, ConfigIssue, QwqError, http_status
+from qwq_core.runtime import Runtime
+from qwq_core.settings import Settings
+from qwq_core.store.base import Store
+from qwq_core.store.local import LocalStore
+from qwq_core.writer import BufferedWriter
+
+log = logging.getLogger(__name__)
+
+
+def error_body(error: QwqError) -> dict[str, Any]:
+    """The JSON body of an error response."""
+    body: dict[str, Any] = {"type": type(error).__name__, "message": str(error)}
+    if isinstance(error, ConfigError):
+        body["issues"] = [vars(issue) for issue in error.issues]
+    return {"error": body}
+
+
+def build_app(
+    store: Store,
+    *,
+    token: str | None = None,
+    runtime: Runtime | None = None,
+    dashboard: bool = True,
+    refresh: timedelta = timedelta(seconds=5),
+) -> FastAPI:
+    """The ASGI app: REST under ``/api/v1``, ``/metrics``, OpenAPI at ``/docs``, the dashboard at ``/``.
+
+    With a ``runtime`` the app's lifespan runs it (collectors, writer, upkeep) and stops it on shutdown.
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(runtime.run(stop), name="runtime") if runtime else None
+        try:
+            yield
+        finally:
+            stop.set()
+            if task is not None:
+                await task
+
+    app = FastAPI(
+        title="qwq",
+        version=__version__,
+        description="Metrics, events and SQL over qwq's store. Tables come as JSON, Arrow IPC, Parquet or CSV.",
+        lifespan=lifespan,
+    )
+    app.state.store = store
+    app.state.token = token
+    app.state.runtime = runtime
+    app.state.started = time.time()
+    app.state.store_name = str(getattr(store, "path", type(store).__name__))
+
+    @app.exception_handler(QwqError)
+    async def qwq_error(_: Request, error: QwqError) -> JSONResponse:
+        return JSONResponse(error_body(error), status_code=http_status(error))
+
+    app.include_router(public)
+    app.include_router(router)
+
+    @app.get("/metrics", tags=["server"], response_class=Response)
+    def metrics(request: Request) -> Response:
+        """Latest value of every stored series plus qwq's own process metrics, in Prometheus format."""
+        body, content_type = render(store, request.headers.get("accept"))
+        return Response(body, media_type=content_type)
+
+    if dashboard:
+        from dashboards import create_dashboard  # the composition root is the one place that knows the UI
+
+        app.mount("/", WSGIMiddleware(create_dashboard(store, refresh=refresh).server))  # type: ignore[arg-type]
+    return app
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket; a port in use is a clear configuration error, not a traceback."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = f"cannot listen on {host}:{port}: {exc.strerror} (another qwq running? try --port)"
+        raise ConfigError([ConfigIssue("server", "server.port", reason)]) from exc
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def public_url(sock: socket.socket) -> str:
+    """The URL clients on this machine use for a socket (a wildcard address means loopback)."""
+    host, port = sock.getsockname()[:2]
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _stop_requested(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)  # a requested stop is a clean exit
+
+
+def serve(settings: Settings, *, on_ready: Callable[[str], None] | None = None, access_log: bool = False) -> None:
+    """Run ``qwq up`` until interrupted: open the store, start collectors, serve HTTP."""
+    store = LocalStore(settings.store_path, settings=settings.store)
+    announcement_file = announcement_path(settings.store_path)
+    try:
+        writer = BufferedWriter(store)
+        collectors = build_collectors(settings, writer.emit)
+        runtime = Runtime(settings, store, collectors, writer)
+        token = settings.server.token.get_secret_value() if settings.server.token else None
+        app = build_app(store, token=token, runtime=runtime)
+        sock = bind(settings.server.host, settings.server.port)
+        url = public_url(sock)
+        Announcement(url, os.getpid(), str(settings.store_path)).write(announcement_file)
+        if on_ready:
+            on_ready(url)
+        config = uvicorn.Config(app, log_level=settings.log_level, access_log=access_log, timeout_graceful_shutdown=5)
+        # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal into the handler that was
+        # there before it: make that handler unwind through the cleanup below instead of killing the process.
+        previous = {sig: signal.signal(sig, _stop_requested) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            uvicorn.Server(config).run(sockets=[sock])
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            if (found := Announcement.read(announcement_file)) is None or found.pid == os.getpid():
+                announcement_file.unlink()
+        store.close()
