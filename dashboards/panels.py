@@ -115,27 +115,20 @@ def used_share(frame: pl.DataFrame) -> pl.DataFrame:
 
 def disk_io_figure(store: Store, view: View) -> go.Figure:
     """Bytes read and written per second, by device."""
-    frame = view.read(store, "host_disk_*_bytes_total", agg="rate")
-    return io_figure(
-        _named(frame, "host_disk_read_bytes_total"),
-        _named(frame, "host_disk_written_bytes_total"),
-        by="device",
-        window=view.window,
-        names=("read", "write"),
-    )
+    metrics = ("host_disk_read_bytes_total", "host_disk_written_bytes_total")
+    return _rates_figure(store, view, "host_disk_*_bytes_total", metrics, ("read", "write"))
 
 
 def network_figure(store: Store, view: View) -> go.Figure:
     """Bytes received and transmitted per second, by network device."""
-    frame = view.read(store, "host_network_*_bytes_total", agg="rate")
-    return io_figure(
-        _named(frame, "host_network_receive_bytes_total"),
-        _named(frame, "host_network_transmit_bytes_total"),
-        by="device",
-        window=view.window,
-        names=("rx", "tx"),
-    )
+    metrics = ("host_network_receive_bytes_total", "host_network_transmit_bytes_total")
+    return _rates_figure(store, view, "host_network_*_bytes_total", metrics, ("rx", "tx"))
 
 
-def _named(frame: pl.DataFrame, name: str) -> pl.DataFrame:
-    return frame.filter(pl.col("name") == name)
+def _rates_figure(
+    store: Store, view: View, pattern: str, metrics: tuple[str, str], names: tuple[str, str]
+) -> go.Figure:
+    """Two counters per device (``pattern`` matches both), read as per-second rates, drawn in and out."""
+    frame = view.read(store, pattern, agg="rate")
+    inbound, outbound = (frame.filter(pl.col("name") == metric) for metric in metrics)
+    return io_figure(inbound, outbound, by="device", window=view.window, names=names)

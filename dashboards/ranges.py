@@ -8,14 +8,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-RANGES: dict[str, timedelta] = {
-    "15m": timedelta(minutes=15),
-    "1h": timedelta(hours=1),
-    "6h": timedelta(hours=6),
-    "24h": timedelta(hours=24),
-    "7d": timedelta(days=7),
-    "30d": timedelta(days=30),
-}
+from qwq_core.timeutil import parse_duration
+
+RANGES: dict[str, timedelta] = {key: parse_duration(key) for key in ("15m", "1h", "6h", "24h", "7d", "30d")}
 """The range picker's choices, shortest first."""
 
 DEFAULT_RANGE = "1h"
