@@ -41,6 +41,8 @@ class Announcement:
         try:
             announcement = cls(**json.loads(path.read_text()))
             os.kill(announcement.pid, 0)
+        except PermissionError:
+            return announcement  # the process exists, it belongs to another user
         except (OSError, ValueError, TypeError):
             return None
         return announcement

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -22,14 +23,17 @@ from typing import Any
 import uvicorn
 from a2wsgi import WSGIMiddleware
 from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from qwq_core import __version__
 from qwq_core.announce import Announcement, announcement_path
+from qwq_core.api.auth import TokenAuth
 from qwq_core.api.exposition import render
-from qwq_core.api.routes import public, router
+from qwq_core.api.routes import router
 from qwq_core.collector import build_collectors
-from qwq_core.errors import ConfigError, ConfigIssue, QwqError, http_status
+from qwq_core.errors import ConfigError, ConfigIssue, QueryError, QwqError, http_status
 from qwq_core.runtime import Runtime
 from qwq_core.settings import Settings
 from qwq_core.store.base import Store
@@ -78,7 +82,6 @@ def build_app(
         lifespan=lifespan,
     )
     app.state.store = store
-    app.state.token = token
     app.state.runtime = runtime
     app.state.started = time.time()
     app.state.store_name = str(getattr(store, "path", type(store).__name__))
@@ -87,7 +90,15 @@ def build_app(
     async def qwq_error(_: Request, error: QwqError) -> JSONResponse:
         return JSONResponse(error_body(error), status_code=http_status(error))
 
-    app.include_router(public)
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        # FastAPI validates parameters before qwq sees them: answer in qwq's shape, as bad input (400).
+        reasons = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" + (f" (got {e['input']!r})" if "input" in e else "")
+            for e in error.errors()
+        )
+        return JSONResponse(error_body(QueryError(reasons)), status_code=400)
+
     app.include_router(router)
 
     @app.get("/metrics", tags=["server"], response_class=Response)
@@ -97,10 +108,36 @@ def build_app(
         return Response(body, media_type=content_type)
 
     if dashboard:
-        from dashboards import create_dashboard  # the composition root is the one place that knows the UI
 
-        app.mount("/", WSGIMiddleware(create_dashboard(store, refresh=refresh).server))  # type: ignore[arg-type]
+        def build_dashboard() -> ASGIApp:
+            from dashboards import create_dashboard  # the composition root is the one place that knows the UI
+
+            # a2wsgi types its scopes more narrowly than starlette's ASGIApp; they are the same protocol.
+            return WSGIMiddleware(create_dashboard(store, refresh=refresh).server)  # type: ignore[return-value]
+
+        app.mount("/", Deferred(build_dashboard))
+    app.add_middleware(TokenAuth, token=token)
     return app
+
+
+class Deferred:
+    """An ASGI app built on its first request: Dash and plotly cost ~35 MB that a server nobody looks at
+    need not carry."""
+
+    def __init__(self, build: Callable[[], ASGIApp]) -> None:
+        self._build = build
+        self._app: ASGIApp | None = None
+        self._lock = threading.Lock()
+
+    def _built(self) -> ASGIApp:
+        with self._lock:
+            if self._app is None:
+                self._app = self._build()
+            return self._app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = self._app if self._app is not None else await asyncio.to_thread(self._built)  # not on the loop
+        await app(scope, receive, send)
 
 
 def bind(host: str, port: int) -> socket.socket:

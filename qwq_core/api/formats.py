@@ -7,6 +7,7 @@ time zones) and cost no parsing; browsers and ``curl`` get JSON.
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 import polars as pl
@@ -47,12 +48,24 @@ def negotiate(accept: str | None, requested: str | None) -> str:
     return "json"
 
 
+def flat(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with nested columns (lists, structs, maps) as JSON text and binary ones as hex: for CSV/JSON."""
+    columns = []
+    for name, dtype in frame.schema.items():
+        if dtype.is_nested():
+            values = [json.dumps(v, default=str) if v is not None else None for v in frame[name].to_list()]
+            columns.append(pl.Series(name, values, dtype=pl.String))
+        elif dtype == pl.Binary:
+            columns.append(frame[name].bin.encode("hex"))
+    return frame.with_columns(columns) if columns else frame
+
+
 def encode(frame: pl.DataFrame, fmt: str) -> bytes:
     """``frame`` serialised in ``fmt``."""
     if fmt == "json":
-        return b'{"data":' + frame.write_json().encode() + b"}"
+        return b'{"data":' + flat(frame).write_json().encode() + b"}"
     if fmt == "csv":
-        return frame.write_csv().encode()
+        return flat(frame).write_csv().encode()
     buffer = io.BytesIO()
     if fmt == "arrow":
         frame.write_ipc_stream(buffer)
@@ -69,11 +82,12 @@ def decode(body: bytes, media_type: str) -> pl.DataFrame:
             return pl.read_ipc_stream(io.BytesIO(body))
         if fmt == "parquet":
             return pl.read_parquet(io.BytesIO(body))
-        if fmt == "csv":
-            return pl.read_csv(io.BytesIO(body))
-        frame = pl.read_json(io.BytesIO(body))
-        if frame.columns == ["data"]:
-            frame = frame.explode("data").unnest("data")
-        return frame
+        if fmt == "csv":  # labels that look like numbers (cpu=0) are still labels
+            return pl.read_csv(io.BytesIO(body), infer_schema=False).with_columns(pl.col("value").cast(pl.Float64))
+        rows = json.loads(body)
+        rows = rows.get("data", rows) if isinstance(rows, dict) else rows
+        return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
+    except json.JSONDecodeError as exc:
+        raise QueryError(f"cannot read the request body as json: {exc}") from exc
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise QueryError(f"cannot read the request body as {fmt}: {exc}") from exc

@@ -27,7 +27,7 @@ from qwq_core.errors import (
 from qwq_core.model import Event, MetricInfo
 from qwq_core.store import ingest
 from qwq_core.store.base import QuerySpec, SQLParams, Store
-from qwq_core.timeutil import DurationLike, TimeLike, parse_duration, parse_time, utcnow
+from qwq_core.timeutil import DurationLike, TimeLike, as_utc, parse_duration, parse_time, utcnow
 
 _ERRORS: dict[str, type[QwqError]] = {
     cls.__name__: cls for cls in (QueryError, NotFoundError, StoreError, AuthError, ConfigError)
@@ -84,7 +84,7 @@ class RemoteStore(Store):
         return int(response.json()["written"])
 
     def record(self, events: Iterable[Event]) -> None:
-        body = [{k: v for k, v in asdict(e).items() if k != "ts"} for e in events]
+        body = [{**asdict(e), "attrs": dict(e.attrs), "ts": as_utc(e.ts).isoformat()} for e in events]
         if body:
             self._request("POST", "/events", json=body)
 
