@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import polars as pl
 import typer
+from pydantic import ValidationError
 from rich.logging import RichHandler
 
 from qwq_core import __version__
@@ -22,11 +24,11 @@ from qwq_core.announce import Announcement, announcement_path
 from qwq_core.cli.output import Format, err, out, print_frame, table
 from qwq_core.collector import build_collectors, configured, registry
 from qwq_core.connect import connect
-from qwq_core.errors import ConfigError, QwqError, StoreLockedError, exit_code
+from qwq_core.errors import ConfigError, ConfigIssue, QwqError, StoreLockedError, exit_code
 from qwq_core.model import Event
 from qwq_core.runtime import collector_job
 from qwq_core.scheduler import Outcome, Scheduler
-from qwq_core.settings import Settings, load_settings, override
+from qwq_core.settings import Settings, load_settings, override, read_toml, resolve_config_path
 from qwq_core.store.local import LocalStore
 from qwq_core.store.remote import RemoteStore
 from qwq_core.timeutil import utcnow
@@ -66,6 +68,13 @@ class State:
 state = State()
 
 
+def print_version(value: bool) -> None:
+    """Print the version and stop, before any command is required (an eager option)."""
+    if value:
+        out.print(f"qwq {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main_options(
     config: ConfigOption = None,
@@ -73,12 +82,11 @@ def main_options(
         Literal["debug", "info", "warning", "error"] | None,
         typer.Option(help="log level (default from config)."),
     ] = None,
-    version: Annotated[bool, typer.Option("--version", help="print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=print_version, is_eager=True, help="print the version and exit.")
+    ] = False,
 ) -> None:
     """qwq — watch hosts, store every sample in DuckDB, query it as polars frames."""
-    if version:
-        out.print(f"qwq {__version__}")
-        raise typer.Exit()
     state.config = config
     logging.basicConfig(
         level=(log_level or "warning").upper(),
@@ -206,15 +214,19 @@ def series(
 @app.command()
 def events(
     since: Annotated[str, typer.Option(help="start: duration ago or time.")] = "24h",
+    until: Annotated[str | None, typer.Option(help="end (default now).")] = None,
     kind: Annotated[str | None, typer.Option(help="kind glob, e.g. 'collector.*'.")] = None,
     source: Annotated[str | None, typer.Option(help="source glob.")] = None,
+    severity: Annotated[str | None, typer.Option(help="info, warning, error, … (glob).")] = None,
     limit: Annotated[int, typer.Option(help="at most this many, newest first.")] = 100,
     fmt: FormatOption = "table",
+    output: OutputOption = None,
     store: StoreOption = None,
 ) -> None:
     """List recent events (collector failures, state changes, server starts)."""
     with connect(store, settings=state.settings()) as opened:
-        print_frame(opened.events(since=since, kind=kind, source=source, limit=limit), fmt)
+        found = opened.events(since=since, until=until, kind=kind, source=source, severity=severity, limit=limit)
+    print_frame(found, fmt, output)
 
 
 @app.command()
@@ -250,9 +262,10 @@ def status(fmt: Annotated[Literal["table", "json"], typer.Option("--format", "-f
         out.print("[yellow]○ not running[/] — start it with `qwq up`")
     if report["store"]:
         facts = report["store"]
+        rows = " · ".join(f"{tier} {count:,}" for tier, count in facts["rows"].items())
         out.print(
-            f"store {facts['path']}: {facts['size_bytes'] / 1e6:.1f} MB, {facts['series']} series, "
-            f"rows {facts['rows']}, schema v{facts['schema_version']}"
+            f"store {facts['path']}: {facts['size_bytes'] / 1e6:.1f} MB, {facts['series']:,} series, "
+            f"rows: {rows}, schema v{facts['schema_version']}"
         )
     if report["collectors"]:
         out.print(table(pl.DataFrame(report["collectors"]).drop("last_run", strict=False), "collectors"))
@@ -265,12 +278,32 @@ def _token(settings: Settings) -> str | None:
 @config_app.command("check")
 def config_check() -> None:
     """Validate the config file: every key, and every collector's options. Exit 2 if invalid."""
-    settings, path = load_settings(state.config)
+    try:
+        settings, path = load_settings(state.config)
+    except ConfigError as error:  # still check the collector tables, to report every problem at once
+        raise ConfigError([*error.issues, *collector_issues(state.config)]) from None
     collectors = build_collectors(settings, lambda _: None, source=str(path or "defaults"))
     for collector in collectors:
         collector.close()
     names = ", ".join(f"{c.name} ({c.type}, every {c.interval.total_seconds():g}s)" for c in collectors)
     out.print(f"[green]config OK[/] — {path or 'defaults (no config file)'}; collectors: {names or 'none'}")
+
+
+def collector_issues(config: Path | None) -> list[ConfigIssue]:
+    """Problems of the ``[collectors.*]`` tables alone, when the rest of the configuration is invalid."""
+    path = resolve_config_path(config, os.environ)
+    if path is None or not path.is_file():
+        return []
+    try:
+        # A TOML syntax error, or wrong scheduling keys of these tables, were reported with the rest already.
+        settings = Settings.model_validate({"collectors": read_toml(path).get("collectors", {})})
+    except (ConfigError, ValidationError):
+        return []
+    try:
+        build_collectors(settings, lambda _: None, source=str(path))
+    except ConfigError as error:
+        return list(error.issues)
+    return []
 
 
 @config_app.command("show")

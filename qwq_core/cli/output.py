@@ -11,6 +11,7 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
+from qwq_core.api.formats import flat
 from qwq_core.errors import QueryError
 
 Format = Literal["table", "json", "csv", "parquet"]
@@ -54,7 +55,7 @@ def print_frame(frame: pl.DataFrame, fmt: Format, output: Path | None = None, ti
         if frame.height > TABLE_ROWS:
             err.print(f"[dim]… {frame.height - TABLE_ROWS} more rows; use --format csv for all of them[/dim]")
         return
-    text = frame.write_json() if fmt == "json" else frame.write_csv()
+    text = flat(frame).write_json() if fmt == "json" else flat(frame).write_csv()
     if output is not None:
         output.write_text(text)
     else:
