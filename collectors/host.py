@@ -36,6 +36,8 @@ DEFAULT_PROCFS = Path("/proc")
 SECTION_ERRORS = (OSError, RuntimeError, ValueError, psutil.Error)
 """What psutil and /proc parsing raise when a source is missing, unreadable or malformed."""
 IDLE_MODES = frozenset({"idle", "iowait"})
+MIN_CPU_WINDOW = 0.1
+"""Seconds of CPU time the ratios are measured over at the least."""
 GUEST_MODES = frozenset({"guest", "guest_nice"})
 """Linux counts guest time in user/nice too; psutil leaves it out of the total, and so do we."""
 
@@ -264,11 +266,15 @@ class HostCollector:
         }
         self._health = TargetHealth(context.name)
         self._cpu_times: list[Any] = []
+        self._cpu_read_at = -MIN_CPU_WINDOW
         _run(self._cpu)  # the reading the first collect's ratios are relative to
 
     def _cpu(self) -> Iterator[Row]:
         """CPU ratios since the previous reading, for the machine (``cpu="total"``) and each logical CPU."""
+        # A collect right after the priming reading (`qwq collect --once`) would measure nothing: wait a bit.
+        time.sleep(max(0.0, self._cpu_read_at + MIN_CPU_WINDOW - time.monotonic()))
         current = [psutil.cpu_times(), *psutil.cpu_times(percpu=True)]
+        self._cpu_read_at = time.monotonic()
         previous, self._cpu_times = self._cpu_times, current
         if len(previous) != len(current):  # the first reading, or a CPU went on- or offline
             return

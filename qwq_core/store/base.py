@@ -149,7 +149,8 @@ class Store(abc.ABC):
         """Run one read-only SQL statement (SELECT) against the store's tables and return the result.
 
         Tables: ``series``, ``samples``, ``samples_1m``, ``samples_1h``, ``metrics``, ``events`` and the
-        view ``points`` (raw samples joined to names and labels). Writing statements are refused.
+        view ``points`` (raw samples joined to names and labels). Writing statements are refused; times come
+        back as UTC, intervals as seconds.
         """
 
     @abc.abstractmethod

@@ -51,6 +51,33 @@ _IDS = "series_id IN (SELECT unnest(?::INTEGER[]))"
 _READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 
 
+@dataclass(frozen=True)
+class ArrowStream:
+    """A polars frame seen by DuckDB through the Arrow C stream interface, read once.
+
+    Registering the frame itself, or reading results with ``relation.pl()``, makes DuckDB import pyarrow
+    (~60 MB of resident memory); polars and DuckDB speak the C interface without it.
+    """
+
+    frame: pl.DataFrame
+
+    def __arrow_c_stream__(self, requested_schema: object | None = None) -> object:
+        return self.frame.__arrow_c_stream__(requested_schema)
+
+
+def as_frame(relation: duckdb.DuckDBPyRelation) -> pl.DataFrame:
+    """A DuckDB result as a polars frame, INTERVAL columns as seconds (polars cannot import them)."""
+    if any(str(kind).startswith("INTERVAL") for kind in relation.types):
+        quoted = ['"' + name.replace('"', '""') + '"' for name in relation.columns]
+        relation = relation.project(
+            ", ".join(
+                f"epoch({q}) AS {q}" if str(kind).startswith("INTERVAL") else q
+                for q, kind in zip(quoted, relation.types, strict=True)
+            )
+        )
+    return pl.DataFrame(relation)
+
+
 @dataclass
 class _TierState:
     watermark: datetime | None
@@ -137,7 +164,7 @@ class LocalStore(Store):
         cursor = self._db.cursor()
         try:
             relation = cursor.sql(query, params=params)
-            return relation.pl() if relation is not None else pl.DataFrame()
+            return as_frame(relation) if relation is not None else pl.DataFrame()
         except duckdb.Error as exc:
             raise StoreError(f"store read failed: {exc}") from exc
         finally:
@@ -173,19 +200,21 @@ class LocalStore(Store):
             return 0
         key_columns = ["name", *ingest.label_columns(batch)]
         with self._lock:
-            keys, new_series = self._catalog.resolve(batch.select(key_columns).unique(), _naive(self._clock()))
+            # Sorted, so a batch's new series get ids in label order: query results come back in that order.
+            unique = batch.select(key_columns).unique().sort(key_columns, nulls_last=True)
+            keys, new_series = self._catalog.resolve(unique, _naive(self._clock()))
             samples = batch.join(keys, on=key_columns, how="left", nulls_equal=True).select("series_id", "ts", "value")
             oldest = samples["ts"].min()
             new_metrics = set(new_series["name"].unique().to_list()) - self._metric_names
 
             def work(cursor: duckdb.DuckDBPyConnection) -> None:
                 if not new_series.is_empty():
-                    cursor.register("new_series", new_series)
+                    cursor.register("new_series", ArrowStream(new_series))
                     cursor.execute(
                         "INSERT INTO series SELECT series_id, name, map(keys, values), key, created FROM new_series"
                     )
                     self._insert_metrics(cursor, [MetricInfo.infer(n) for n in sorted(new_metrics)], False)
-                cursor.register("batch", samples)
+                cursor.register("batch", ArrowStream(samples))
                 cursor.execute("INSERT INTO samples SELECT series_id, ts, value FROM batch")
                 self._mark_dirty(cursor, "minute", oldest)  # type: ignore[arg-type]
 
@@ -210,7 +239,7 @@ class LocalStore(Store):
         frame = pl.DataFrame(rows, schema_overrides={"ts": pl.Datetime("us")})
 
         def work(cursor: duckdb.DuckDBPyConnection) -> None:
-            cursor.register("new_events", frame)
+            cursor.register("new_events", ArrowStream(frame))
             cursor.execute(
                 "INSERT INTO events (ts, kind, source, severity, message, attrs) "
                 "SELECT ts, kind, source, severity, message, attrs FROM new_events"
@@ -246,7 +275,9 @@ class LocalStore(Store):
     def _labelled(self, data: pl.DataFrame, selected: pl.DataFrame) -> pl.DataFrame:
         """Replace ``series_id`` by ``name`` and one column per label: the frame shape users get."""
         labels = self._catalog.label_columns(selected)
-        out = data.join(selected.select("series_id", "name", *labels), on="series_id", how="left")
+        out = data.join(
+            selected.select("series_id", "name", *labels), on="series_id", how="left", maintain_order="left"
+        )
         return _utc(out.select("ts", "value", "name", *labels))
 
     def run_query(self, spec: QuerySpec) -> pl.DataFrame:
@@ -356,11 +387,16 @@ class LocalStore(Store):
         cursor = self._db.cursor()
         try:
             relation = cursor.sql(query, params=params)
-            return relation.pl() if relation is not None else pl.DataFrame()
+            frame = as_frame(relation) if relation is not None else pl.DataFrame()
         except duckdb.Error as exc:
             raise QueryError(f"SQL failed: {exc}") from exc
+        except pl.exceptions.PolarsError as exc:  # a type polars cannot hold
+            raise QueryError(f"SQL result cannot be returned as a frame ({exc}); cast that column") from exc
         finally:
             cursor.close()
+        # Every TIMESTAMP in the store is UTC: say so, as query() does.
+        naive = [c for c, t in frame.schema.items() if isinstance(t, pl.Datetime) and t.time_zone is None]
+        return frame.with_columns(pl.col(naive).dt.replace_time_zone("UTC")) if naive else frame
 
     def stats(self) -> dict[str, Any]:
         rows = {tier.name: self._read(f"SELECT count(*) AS n FROM {tier.table}")["n"][0] for tier in TIERS}
