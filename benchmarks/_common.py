@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import socket
 import statistics
 import tempfile
 import time
@@ -112,6 +113,13 @@ def workdir(path: Path | None) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="qwq-bench-") as tmp:
         yield Path(tmp)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def fresh(path: Path) -> Path:
