@@ -151,9 +151,7 @@ def test_stacked_series_share_a_stack_and_dashed_ones_stay_out() -> None:
 
 
 def test_times_are_utc_wall_clock_and_the_axis_covers_the_window() -> None:
-    frame = series("cpu", {"total": [0.1, 0.2]}).with_columns(
-        pl.col("ts").dt.convert_time_zone("Europe/Paris")
-    )
+    frame = series("cpu", {"total": [0.1, 0.2]}).with_columns(pl.col("ts").dt.convert_time_zone("Europe/Paris"))
     figure = timeseries_figure(frame, by="cpu", unit="ratio", window=WINDOW)
     assert list(figure.data[0].x) == ["2025-03-01 11:59:00", "2025-03-01 12:00:00"]
     paris = (WINDOW[0].astimezone(timezone(timedelta(hours=1))), WINDOW[1])

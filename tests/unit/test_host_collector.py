@@ -173,9 +173,7 @@ def test_filesystems_include_root_and_leave_out_pseudo_mounts(frame: pl.DataFram
     assert value(frame, "host_filesystem_used_bytes", mountpoint="/") == pytest.approx(usage.used, rel=0.01)
     inodes = os.statvfs("/")
     assert value(frame, "host_filesystem_files", mountpoint="/") == inodes.f_files
-    assert value(frame, "host_filesystem_files_free", mountpoint="/") == pytest.approx(
-        inodes.f_ffree, rel=0.01
-    )
+    assert value(frame, "host_filesystem_files_free", mountpoint="/") == pytest.approx(inodes.f_ffree, rel=0.01)
 
 
 def test_disks_and_interfaces_follow_the_exclusions(frame: pl.DataFrame) -> None:
@@ -318,9 +316,7 @@ def test_metrics_describe_every_emitted_name(frame: pl.DataFrame) -> None:
     assert infos["host_cpu_usage_ratio"].unit == "ratio"
 
 
-@pytest.mark.parametrize(
-    "key", ["exclude_mountpoints", "exclude_fstypes", "exclude_disks", "exclude_interfaces"]
-)
+@pytest.mark.parametrize("key", ["exclude_mountpoints", "exclude_fstypes", "exclude_disks", "exclude_interfaces"])
 def test_options_reject_an_invalid_regex(key: str) -> None:
     with pytest.raises(ValidationError, match=r"invalid regular expression '\[': unterminated"):
         HostOptions(**{key: "["})

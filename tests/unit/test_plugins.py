@@ -41,9 +41,7 @@ def third_party(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     info = tmp_path / "acme_qwq-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-qwq\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(
-        "[qwq.collectors]\nacme = acme_qwq:Acme\nbroken = acme_qwq_missing:Thing\n"
-    )
+    (info / "entry_points.txt").write_text("[qwq.collectors]\nacme = acme_qwq:Acme\nbroken = acme_qwq_missing:Thing\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     yield tmp_path
     sys.modules.pop("acme_qwq", None)

@@ -35,17 +35,13 @@ def kinds(health: TargetHealth, outcomes: list[tuple[bool, str | None]]) -> list
     ],
     ids=["up-stays-quiet", "first-seen-down", "repeat-same-reason", "reason-changes", "flap", "down-again"],
 )
-def test_events_on_transitions_only(
-    outcomes: list[tuple[bool, str | None]], expected: list[str | None]
-) -> None:
+def test_events_on_transitions_only(outcomes: list[tuple[bool, str | None]], expected: list[str | None]) -> None:
     assert kinds(TargetHealth("probe"), outcomes) == expected
 
 
 def test_down_event_carries_source_severity_reason_and_attrs() -> None:
     health = TargetHealth("node")
-    event = health.update(
-        "http://db:9100/metrics", False, "connection refused", attrs={"job": "node"}, now=T0
-    )
+    event = health.update("http://db:9100/metrics", False, "connection refused", attrs={"job": "node"}, now=T0)
     assert event is not None
     assert (event.kind, event.source, event.severity, event.ts) == ("target.down", "node", "error", T0)
     assert "connection refused" in event.message and "http://db:9100/metrics" in event.message
