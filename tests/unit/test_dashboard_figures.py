@@ -147,6 +147,8 @@ def test_stacked_series_share_a_stack_and_dashed_ones_stay_out() -> None:
     figure = timeseries_figure(frame, by="mode", unit="ratio", window=WINDOW, stacked=True, dashed={"limit"})
     traces = {t.name: t for t in figure.data}
     assert traces["user"].stackgroup == traces["system"].stackgroup == "stack"
+    # the top series must not outline the whole stack in its own colour
+    assert traces["user"].line.width == traces["system"].line.width == 0
     assert traces["limit"].stackgroup is None
 
 
