@@ -18,7 +18,10 @@ from qwq_core.timeutil import as_utc, utcnow
 
 METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-RESERVED_COLUMNS = frozenset({"name", "ts", "value"})
+SAMPLE_COLUMNS = frozenset({"name", "ts", "value"})
+"""The columns of a sample frame that are not labels."""
+RESERVED_COLUMNS = SAMPLE_COLUMNS | {"series_id"}
+"""Names no label may have: the sample columns, and the store's own series id."""
 
 MetricType = Literal["gauge", "counter", "untyped"]
 Severity = Literal["debug", "info", "warning", "error", "critical"]

@@ -31,7 +31,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.samples import Sample
 
-from qwq_core.model import RESERVED_COLUMNS, MetricInfo
+from qwq_core.model import SAMPLE_COLUMNS, MetricInfo
 from qwq_core.store.base import Store
 from qwq_core.timeutil import DurationLike
 
@@ -66,7 +66,7 @@ class StoreCollector:
             return
         meta = {row["name"]: row for row in self.store.metrics().iter_rows(named=True)}
         present = set(latest.get_column("name").unique().to_list())
-        labels = [c for c in latest.columns if c not in RESERVED_COLUMNS]
+        labels = [c for c in latest.columns if c not in SAMPLE_COLUMNS]
         for (name,), group in sorted(latest.partition_by("name", as_dict=True).items()):
             family = new_family(str(name), meta.get(name), present)
             family.samples.extend(_samples(str(name), group, labels))

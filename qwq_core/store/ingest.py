@@ -10,14 +10,14 @@ from __future__ import annotations
 import polars as pl
 
 from qwq_core.errors import QueryError
-from qwq_core.model import RESERVED_COLUMNS, is_valid_label_name, is_valid_metric_name
+from qwq_core.model import SAMPLE_COLUMNS, is_valid_label_name, is_valid_metric_name
 
 TS = pl.Datetime("us")
 
 
 def label_columns(frame: pl.DataFrame) -> list[str]:
     """The label columns of a sample frame, sorted."""
-    return sorted(c for c in frame.columns if c not in RESERVED_COLUMNS)
+    return sorted(c for c in frame.columns if c not in SAMPLE_COLUMNS)
 
 
 def normalise(frame: pl.DataFrame) -> pl.DataFrame:

@@ -1,8 +1,8 @@
 """The DuckDB-backed store: the one module that opens DuckDB connections.
 
 Writes are serialised by a lock and each is one transaction (a crash loses at most the batch being written;
-DuckDB's write-ahead log replays committed ones). Reads use a fresh cursor each, so the REST API, the
-dashboard and the writer work concurrently in one process. The file's lock allows one process at a time;
+DuckDB's write-ahead log replays committed ones). Every read and write uses a cursor of its own, so the REST
+API, the dashboard and the writer work concurrently in one process. The file's lock allows one process at a time;
 other processes read through the running server (see :mod:`qwq_core.connect`).
 """
 
@@ -82,6 +82,7 @@ def as_frame(relation: duckdb.DuckDBPyRelation) -> pl.DataFrame:
 class _TierState:
     watermark: datetime | None
     dirty_since: datetime | None
+    expired_before: datetime | None
 
 
 def _naive(moment: datetime) -> datetime:
@@ -157,8 +158,8 @@ class LocalStore(Store):
         self._tiers = self._load_tiers()
 
     def _load_tiers(self) -> dict[str, _TierState]:
-        rows = self._read("SELECT name, watermark, dirty_since FROM tiers")
-        return {row["name"]: _TierState(row["watermark"], row["dirty_since"]) for row in rows.iter_rows(named=True)}
+        rows = self._read("SELECT name, watermark, dirty_since, expired_before FROM tiers")
+        return {row.pop("name"): _TierState(**row) for row in rows.iter_rows(named=True)}
 
     def _read(self, query: str, params: SQLParams = None) -> pl.DataFrame:
         cursor = self._db.cursor()
@@ -186,7 +187,6 @@ class LocalStore(Store):
                     cursor.execute("ROLLBACK")
                 except duckdb.Error:
                     pass
-                self._tiers = self._load_tiers()  # in-memory marks may have moved with the rolled-back work
                 if isinstance(exc, duckdb.Error):
                     raise StoreError(f"store write failed: {exc}") from exc
                 raise
@@ -200,6 +200,7 @@ class LocalStore(Store):
             return 0
         key_columns = ["name", *ingest.label_columns(batch)]
         with self._lock:
+            self._refuse_expired(batch["ts"].min())  # type: ignore[arg-type]
             # Sorted, so a batch's new series get ids in label order: query results come back in that order.
             unique = batch.select(key_columns).unique().sort(key_columns, nulls_last=True)
             keys, new_series = self._catalog.resolve(unique, _naive(self._clock()))
@@ -223,8 +224,20 @@ class LocalStore(Store):
             self._metric_names |= new_metrics
         return samples.height
 
+    def _refuse_expired(self, oldest: datetime) -> None:
+        """Samples behind the raw tier's retention cutoff would be rolled up from incomplete raw data."""
+        cutoff = self._tiers["raw"].expired_before
+        if cutoff is not None and oldest < cutoff:
+            raise QueryError(
+                f"samples from {oldest.isoformat()} are older than the raw data kept ({cutoff.isoformat()} on); "
+                "to import older history, raise store.retention.raw and write it before the next retention run"
+            )
+
     def _mark_dirty(self, cursor: duckdb.DuckDBPyConnection, tier: str, since: datetime) -> None:
-        """Note that ``tier`` must recompute from ``since`` (data arrived behind its watermark)."""
+        """Note that ``tier`` must recompute from ``since`` (data arrived behind its watermark).
+
+        The in-memory mark moves before the commit: until then readers merely read finer tiers than needed.
+        """
         state = self._tiers[tier]
         if state.watermark is None or since >= state.watermark:
             return
@@ -250,8 +263,9 @@ class LocalStore(Store):
     def describe(self, metrics: Iterable[MetricInfo]) -> None:
         infos = list(metrics)
         if infos:
-            self._transaction(lambda cursor: self._insert_metrics(cursor, infos, True))
-            self._metric_names |= {info.name for info in infos}
+            with self._lock:
+                self._transaction(lambda cursor: self._insert_metrics(cursor, infos, True))
+                self._metric_names |= {info.name for info in infos}
 
     @staticmethod
     def _insert_metrics(cursor: duckdb.DuckDBPyConnection, infos: list[MetricInfo], replace: bool) -> None:
@@ -386,6 +400,9 @@ class LocalStore(Store):
             raise QueryError(f"Store.sql is read-only: {statements[0].type.name} statements are refused")
         cursor = self._db.cursor()
         try:
+            # The statement check gives clear errors; the read-only transaction is what guarantees it
+            # (EXPLAIN ANALYZE, for one, runs the statement it explains).
+            cursor.execute("BEGIN TRANSACTION READ ONLY")
             relation = cursor.sql(query, params=params)
             frame = as_frame(relation) if relation is not None else pl.DataFrame()
         except duckdb.Error as exc:
@@ -393,23 +410,36 @@ class LocalStore(Store):
         except pl.exceptions.PolarsError as exc:  # a type polars cannot hold
             raise QueryError(f"SQL result cannot be returned as a frame ({exc}); cast that column") from exc
         finally:
+            try:
+                cursor.execute("ROLLBACK")
+            except duckdb.Error:
+                pass  # the transaction never began
             cursor.close()
         # Every TIMESTAMP in the store is UTC: say so, as query() does.
         naive = [c for c, t in frame.schema.items() if isinstance(t, pl.Datetime) and t.time_zone is None]
         return frame.with_columns(pl.col(naive).dt.replace_time_zone("UTC")) if naive else frame
 
+    @property
+    def size_bytes(self) -> int:
+        """Bytes on disk: the database file and its write-ahead log."""
+        wal = self.path.with_name(self.path.name + ".wal")
+        return sum(p.stat().st_size for p in (self.path, wal) if p.exists())
+
+    @property
+    def series_count(self) -> int:
+        """How many series the store knows."""
+        return len(self._catalog)
+
     def stats(self) -> dict[str, Any]:
         rows = {tier.name: self._read(f"SELECT count(*) AS n FROM {tier.table}")["n"][0] for tier in TIERS}
-        wal = self.path.with_name(self.path.name + ".wal")
-        size = sum(p.stat().st_size for p in (self.path, wal) if p.exists())
         return {
             "path": str(self.path),
-            "size_bytes": size,
-            "schema_version": len(migrations.applied(self._db)),
-            "series": len(self._catalog),
+            "size_bytes": self.size_bytes,
+            "schema_version": migrations.SCHEMA_VERSION,  # _prepare refuses any other
+            "series": self.series_count,
             "metrics": len(self._metric_names),
             "rows": rows,
-            "watermarks": {n: s.watermark.isoformat() if s.watermark else None for n, s in self._tiers.items()},
+            "watermarks": {t.name: _iso(self._tiers[t.name].watermark) for t in ROLLUPS},
         }
 
     # ---- maintenance ---------------------------------------------------------------------------------
@@ -435,7 +465,19 @@ class LocalStore(Store):
                 if span is None:
                     return total
                 start, end = span
-                total += self._transaction(partial(self._rollup_span, tier=tier, start=start, end=end))
+                state = self._tiers[tier.name]
+                # A dirty range is recomputed from its start; what lies between it and the watermark stays dirty.
+                mark = max(state.watermark, end) if state.watermark is not None else end
+                dirty = (
+                    end
+                    if state.dirty_since is not None and state.watermark is not None and end < state.watermark
+                    else None
+                )
+                total += self._transaction(
+                    partial(self._rollup_span, tier=tier, start=start, end=end, mark=mark, dirty=dirty)
+                )
+                # Only now, committed: readers must not trust the new rows before they can see them.
+                state.watermark, state.dirty_since = mark, dirty
 
     def _next_span(self, tier: Tier, target: datetime) -> tuple[datetime, datetime] | None:
         """The next range of ``tier`` to (re)compute: from its dirty point or watermark, one chunk long."""
@@ -451,17 +493,20 @@ class LocalStore(Store):
             start = floor_time(oldest, tier.bucket)
         return (start, min(start + ROLLUP_CHUNK[tier.name], target)) if start < target else None
 
-    def _rollup_span(self, cursor: duckdb.DuckDBPyConnection, tier: Tier, start: datetime, end: datetime) -> int:
-        """Recompute ``tier`` over ``[start, end)`` and advance its watermark (inside a transaction)."""
+    def _rollup_span(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        tier: Tier,
+        start: datetime,
+        end: datetime,
+        mark: datetime,
+        dirty: datetime | None,
+    ) -> int:
+        """Recompute ``tier`` over ``[start, end)`` and record its new marks (inside a transaction)."""
         cursor.execute(f"DELETE FROM {tier.table} WHERE ts >= ? AND ts < ?", [start, end])
         cursor.execute(rollup_sql(tier), [start, end])
         row = cursor.execute(f"SELECT count(*) FROM {tier.table} WHERE ts >= ? AND ts < ?", [start, end]).fetchone()
-        state = self._tiers[tier.name]
-        # A dirty range is recomputed from its start; what lies between this span and the watermark stays dirty.
-        dirty = end if state.dirty_since is not None and state.watermark is not None and end < state.watermark else None
-        mark = max(state.watermark, end) if state.watermark is not None else end
         cursor.execute("UPDATE tiers SET watermark = ?, dirty_since = ? WHERE name = ?", [mark, dirty, tier.name])
-        state.watermark, state.dirty_since = mark, dirty
         coarser = next((t for t in ROLLUPS if t.source == tier.name), None)
         if coarser is not None:
             self._mark_dirty(cursor, coarser.name, start)
@@ -473,34 +518,51 @@ class LocalStore(Store):
         moment = _naive(now or self._clock())
         limits = {"raw": keep.raw, "minute": keep.minute, "hour": keep.hour}
         deleted = {}
+        readable = self._readable_until()
         for tier in TIERS:
             cutoff = moment - limits[tier.name]
             consumer = next((t for t in ROLLUPS if t.source == tier.name), None)
-            if consumer is not None:
-                mark = self._tiers[consumer.name].watermark
-                if mark is None:
+            if consumer is not None:  # keep what the next tier has not rolled up (or must recompute)
+                done = readable[consumer.name]
+                if done is None:
                     deleted[tier.name] = 0
                     continue
-                cutoff = min(cutoff, mark)
-            deleted[tier.name] = self._delete_before(tier.table, cutoff)
+                cutoff = min(cutoff, done)
+            deleted[tier.name] = self._delete_before(tier.table, cutoff, tier=tier.name)
         deleted["events"] = self._delete_before("events", moment - keep.events)
         return deleted
 
-    def _delete_before(self, table: str, cutoff: datetime) -> int:
+    def _delete_before(self, table: str, cutoff: datetime, tier: str | None = None) -> int:
         def work(cursor: duckdb.DuckDBPyConnection) -> int:
             row = cursor.execute(f"DELETE FROM {table} WHERE ts < ?", [cutoff]).fetchone()
+            if tier is not None:
+                cursor.execute("UPDATE tiers SET expired_before = ? WHERE name = ?", [cutoff, tier])
             return int(row[0]) if row else 0
 
-        return int(self._transaction(work))
+        with self._lock:
+            deleted = int(self._transaction(work))
+            if tier is not None:
+                self._tiers[tier].expired_before = cutoff
+        return deleted
 
     def checkpoint(self) -> None:
         """Fold the write-ahead log into the database file and reclaim deleted space."""
         with self._lock:
-            self._db.execute("CHECKPOINT")
+            cursor = self._db.cursor()
+            try:
+                cursor.execute("CHECKPOINT")
+            except duckdb.Error as exc:
+                raise StoreError(f"checkpoint failed: {exc}") from exc
+            finally:
+                cursor.close()
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
 
 
 def _empty_samples() -> pl.DataFrame:

@@ -55,12 +55,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE TABLE samples (series_id INTEGER NOT NULL, ts TIMESTAMP NOT NULL, value DOUBLE NOT NULL)",
             f"CREATE TABLE samples_1m ({_ROLLUP_COLUMNS})",
             f"CREATE TABLE samples_1h ({_ROLLUP_COLUMNS})",
+            # watermark: rollups before it are complete; dirty_since: recompute from here (late samples);
+            # expired_before: retention deleted this tier's rows before it.
             """CREATE TABLE tiers (
                 name VARCHAR PRIMARY KEY,
                 watermark TIMESTAMP,
-                dirty_since TIMESTAMP
+                dirty_since TIMESTAMP,
+                expired_before TIMESTAMP
             )""",
-            "INSERT INTO tiers VALUES ('minute', NULL, NULL), ('hour', NULL, NULL)",
+            "INSERT INTO tiers (name) VALUES ('raw'), ('minute'), ('hour')",
             # A convenience view for notebooks: every raw sample with its metric name and labels.
             """CREATE VIEW points AS
                 SELECT s.name, s.labels, p.ts, p.value
