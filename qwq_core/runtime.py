@@ -85,7 +85,7 @@ def collector_job(configured: ConfiguredCollector, host: str) -> Job:
     if inspect.iscoroutinefunction(collect):
 
         async def run(now: datetime) -> pl.DataFrame:
-            return prepare(await collect(now), host)
+            return await asyncio.to_thread(prepare, await collect(now), host)  # off the event loop
 
     else:
 
@@ -140,7 +140,8 @@ class Runtime:
             self.writer.emit(Event("server.stopped", f"qwq {__version__} stopped"))
             await asyncio.to_thread(self._flush)
             for configured in self.collectors.values():
-                configured.close()
+                if not self.scheduler.running(configured.name):  # a hung run may still use it
+                    configured.close()
 
     async def _flush_loop(self, stop: asyncio.Event) -> None:
         period = self.settings.store.flush_interval.total_seconds()
@@ -156,6 +157,8 @@ class Runtime:
             self.writer.flush()
         except QwqError as exc:
             log.error("flushing to the store failed (kept buffered, will retry): %s", exc)
+        except Exception:  # a bug must not end the flush loop: log it, keep the data, go on
+            log.exception("flushing to the store failed unexpectedly (kept buffered, will retry)")
 
     def _dispatch(self, outcome: Outcome) -> None:
         self._handlers[outcome.job](outcome)
@@ -213,14 +216,14 @@ class Runtime:
 
     def _rollup(self, now: datetime) -> dict[str, int]:
         done = self.store.rollup(now)
-        stats, store = self.writer.stats, self.store.stats()
+        stats = self.writer.stats
         rows: list[tuple[str, dict[str, str], float]] = [
             ("qwq_store_samples_written_total", {}, stats.samples_written),
             ("qwq_store_flush_errors_total", {}, stats.flush_errors),
             ("qwq_store_samples_dropped_total", {}, stats.samples_dropped),
             ("qwq_store_flush_duration_seconds", {}, stats.last_flush_seconds),
-            ("qwq_store_size_bytes", {}, store["size_bytes"]),
-            ("qwq_store_series", {}, store["series"]),
+            ("qwq_store_size_bytes", {}, self.store.size_bytes),
+            ("qwq_store_series", {}, self.store.series_count),
         ]
         self.writer.add(prepare(samples(now, rows), self.settings.host))
         return done

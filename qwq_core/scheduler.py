@@ -5,7 +5,8 @@ the job's name scaled to its ``jitter``), so samples land on predictable timesta
 long a run takes. A run that overruns its interval skips the ticks it missed (counted, not queued). A run
 that raises or exceeds its timeout is reported to ``on_done`` and the job backs off exponentially
 (``interval × 2^(failures-1)``, capped); one failing or hanging job never delays the others. Synchronous jobs
-run in a thread pool: a hung thread cannot be killed, so the job is not started again until it returns.
+run in daemon threads: a hung thread cannot be killed, so the job is not started again until it returns,
+and it does not keep the process from exiting. A wall clock that steps back rejoins the grid at once.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import concurrent.futures
 import hashlib
 import inspect
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -63,6 +65,25 @@ class _State:
     in_flight: concurrent.futures.Future[Any] | None = field(default=None, repr=False)
 
 
+def in_daemon_thread(
+    function: Callable[[datetime], Any], argument: datetime, name: str
+) -> concurrent.futures.Future[Any]:
+    """Run ``function(argument)`` in a new daemon thread: a run that hangs forever (a stale NFS mount)
+    cannot keep the process from exiting, as a thread pool's workers would."""
+    future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+    def target() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(function(argument))
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=target, name=f"qwq-job-{name}", daemon=True).start()
+    return future
+
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 
@@ -90,20 +111,17 @@ class Scheduler:
     """Runs a set of jobs until stopped, reporting every run's :class:`Outcome` to ``on_done``."""
 
     def __init__(
-        self,
-        jobs: list[Job],
-        on_done: Callable[[Outcome], None],
-        *,
-        clock: Callable[[], float] = time.time,
-        max_workers: int | None = None,
+        self, jobs: list[Job], on_done: Callable[[Outcome], None], *, clock: Callable[[], float] = time.time
     ) -> None:
         self.jobs = jobs
         self._on_done = on_done
         self._clock = clock
         self._states = {job.name: _State() for job in jobs}
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=max_workers or max(4, len(jobs) + 2), thread_name_prefix="qwq-job"
-        )
+
+    def running(self, name: str) -> bool:
+        """Whether a synchronous run of job ``name`` is still going (possibly past its timeout)."""
+        in_flight = self._states[name].in_flight
+        return in_flight is not None and not in_flight.done()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run every job on its schedule until ``stop`` is set, then wait for the loops to end."""
@@ -114,12 +132,10 @@ class Scheduler:
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
-            self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def run_once(self, now: datetime) -> list[Outcome]:
         """Run every job once, concurrently, stamped ``now`` (for ``qwq collect --once``)."""
         outcomes = await asyncio.gather(*(self._execute(job, now, missed=0) for job in self.jobs))
-        self._executor.shutdown(wait=False, cancel_futures=True)
         return list(outcomes)
 
     def _now(self) -> int:
@@ -131,9 +147,9 @@ class Scheduler:
         due = next_tick(self._now(), interval, offset)
         missed = 0
         while not stop.is_set():
-            await self._sleep_until(due)
+            due = await self._sleep_until(due, interval, offset)
             state = self._states[job.name]
-            if state.in_flight is not None and not state.in_flight.done():
+            if self.running(job.name):
                 missed += 1  # the previous run still hangs in its thread
                 due = next_tick(self._now(), interval, offset)
                 continue
@@ -154,9 +170,16 @@ class Scheduler:
                 missed = max(0, (following - due) // interval - ticks)
                 due = following
 
-    async def _sleep_until(self, due: int) -> None:
+    async def _sleep_until(self, due: int, interval: int, offset: int) -> int:
+        """Sleep until ``due``; returns the tick reached (another one if the wall clock stepped back)."""
+        longest = due - self._now()
         while (remaining := due - self._now()) > 0:
+            if remaining > longest + interval:  # the wait grew: the clock stepped back; rejoin the grid now
+                due = next_tick(self._now(), interval, offset)
+                longest = due - self._now()
+                continue
             await asyncio.sleep(remaining / 1e6)
+        return due
 
     async def _execute(self, job: Job, scheduled: datetime, missed: int) -> Outcome:
         started = time.perf_counter()
@@ -165,7 +188,7 @@ class Scheduler:
             if inspect.iscoroutinefunction(job.run):
                 result = await asyncio.wait_for(job.run(scheduled), timeout)
             else:
-                future = self._executor.submit(job.run, scheduled)
+                future = in_daemon_thread(job.run, scheduled, job.name)
                 self._states[job.name].in_flight = future
                 result = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout)
         except TimeoutError:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from qwq_core.errors import QwqError
 from qwq_core.model import Event, MetricInfo
 from qwq_core.store.base import Store
 
@@ -94,7 +93,7 @@ class BufferedWriter:
                 frames = []
                 if events:
                     self.store.record(events)
-            except QwqError:
+            except Exception:  # the store refused, or a bug: keep the data either way, bounded by max_samples
                 self._requeue(frames, events, metrics)
                 self.stats.flush_errors += 1
                 raise

@@ -191,3 +191,21 @@ def test_upkeep_failures_become_events(store: LocalStore) -> None:
     runtime.writer.flush()
     event = store.events(since="1000d", kind="store.*").row(0, named=True)
     assert event["severity"] == "error" and "no space left" in event["message"]
+
+
+def test_an_unexpected_flush_error_keeps_the_data_and_the_loop(store: LocalStore) -> None:
+    class Buggy(Flaky):
+        def write(self, frame: pl.DataFrame) -> int:
+            if self.broken:
+                raise RuntimeError("a bug, not a store refusal")
+            return self.inner.write(frame)
+
+    runtime, _ = make_runtime(store)
+    buggy = Buggy(store)
+    runtime.writer.store = buggy
+    runtime.writer.add(prepare(samples(NOW, [("kept", {}, 1.0)]), "h1"))
+    runtime._flush()  # logs, does not raise: the flush loop goes on
+    assert runtime.writer.stats.flush_errors == 1 and runtime.writer.stats.buffered == 1
+    buggy.broken = False
+    runtime._flush()
+    assert store.query("kept", since=NOW - timedelta(minutes=1), until=NOW).height == 1

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
 from datetime import datetime, timedelta
@@ -160,3 +162,38 @@ def test_jitter_shifts_the_grid_by_a_fixed_offset(jitter: timedelta) -> None:
     outcomes = run_for([Job("jittered", TICK, lambda now: None, timeout=TICK, jitter=jitter)], 0.6)
     offset = timedelta(microseconds=stable_offset("jittered", jitter))
     assert outcomes and all((o.scheduled - EPOCH - offset) % TICK == timedelta(0) for o in outcomes)
+
+
+def test_a_wall_clock_stepping_back_rejoins_the_grid_at_once() -> None:
+    jump = {"offset": 0.0}
+
+    def clock() -> float:
+        return time.time() + jump["offset"]
+
+    outcomes: list[Outcome] = []
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.5, lambda: jump.update(offset=-30.0))  # NTP steps the clock back 30 s
+        loop.call_later(1.5, stop.set)
+        await Scheduler([Job("j", TICK, lambda now: None, timeout=TICK)], outcomes.append, clock=clock).run(stop)
+
+    asyncio.run(main())
+    after_jump = [o for o in outcomes if o.scheduled.timestamp() < time.time() - 20]
+    assert len(after_jump) >= 10  # it kept running through the second after the step
+
+
+def test_a_hung_job_does_not_keep_the_process_from_exiting() -> None:
+    script = (
+        "import asyncio, time\n"
+        "from datetime import datetime, timedelta\n"
+        "from qwq_core.scheduler import Job, Scheduler\n"
+        "job = Job('stale-nfs', timedelta(seconds=1), lambda now: time.sleep(60), timedelta(milliseconds=200))\n"
+        "(outcome,) = asyncio.run(Scheduler([job], lambda o: None).run_once(datetime(2026, 1, 1)))\n"
+        "print(outcome.timed_out)\n"
+    )
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert result.stdout.strip() == "True"
+    assert time.perf_counter() - started < 10  # not the 60 s the hung job would take
