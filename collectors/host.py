@@ -118,6 +118,7 @@ HELP = {
     "host_temperature_celsius": "Hardware sensor temperature",
 }
 """Every metric the collector emits; type and base unit follow from the name (Prometheus conventions)."""
+METRICS = [replace(MetricInfo.infer(name), help=text) for name, text in HELP.items()]
 
 
 def _clamp(ratio: float) -> float:
@@ -297,4 +298,4 @@ class HostCollector:
 
     def metrics(self) -> list[MetricInfo]:
         """Type, unit and help of every metric this collector emits."""
-        return [replace(MetricInfo.infer(name), help=text) for name, text in HELP.items()]
+        return METRICS

@@ -39,7 +39,7 @@ import httpx
 import polars as pl
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, field_validator
 
 from qwq_core.collector import CollectorContext, samples
 from qwq_core.model import RESERVED_COLUMNS, MetricInfo, MetricType, is_valid_label_name, is_valid_metric_name
@@ -69,7 +69,9 @@ class PrometheusOptions(BaseModel):
     include: list[str] = Field(default_factory=lambda: ["*"], description="Sample-name globs to keep.")
     exclude: list[str] = Field(default_factory=list, description="Sample-name globs to drop (wins).")
     timeout: float = Field(10.0, gt=0, description="Seconds allowed per scrape.")
-    headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP request headers.")
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="Extra HTTP request headers (secrets: never printed)."
+    )
 
     @field_validator("urls")
     @classmethod
@@ -219,6 +221,9 @@ class PrometheusCollector:
         """Scrape every target at once; a failing target is ``up=0`` plus an event, never an exception."""
         async with self._client() as client:
             scrapes = await asyncio.gather(*(self._scrape(client, t) for t in self.targets))
+        return await asyncio.to_thread(self._frame, scrapes, now)
+
+    def _frame(self, scrapes: list[Scrape], now: datetime) -> pl.DataFrame:
         rows: list[tuple[str, Mapping[str, str], float]] = []
         for scrape in scrapes:
             rows += self._rows(scrape)
@@ -232,7 +237,7 @@ class PrometheusCollector:
         # A client per collect: an AsyncClient is bound to the event loop it first ran on, and
         # `qwq collect --once` runs each collect in a fresh loop. Keep-alive still spans one collect.
         return httpx.AsyncClient(
-            headers={"Accept": ACCEPT, **self.options.headers},
+            headers={"Accept": ACCEPT, **{k: v.get_secret_value() for k, v in self.options.headers.items()}},
             timeout=self.options.timeout,
             follow_redirects=True,
             verify=_ssl_context(),
@@ -247,7 +252,8 @@ class PrometheusCollector:
             async with asyncio.timeout(self.options.timeout):
                 response = await client.get(target.url)
             if response.is_success:
-                families = list(text_string_to_metric_families(response.text))
+                # Parsing is CPU work (pure Python): in a thread, not on the event loop qwq's HTTP shares.
+                families = await asyncio.to_thread(_parse, response.text)
             else:
                 error = f"HTTP {response.status_code} {response.reason_phrase}".strip()
         except (TimeoutError, httpx.TimeoutException):
@@ -294,6 +300,10 @@ class PrometheusCollector:
     def metrics(self) -> list[MetricInfo]:
         """Metadata of the synthetic series and of every sample name scraped so far."""
         return [*SYNTHETIC, *(self._infos[name] for name in sorted(self._infos))]
+
+
+def _parse(text: str) -> list[Metric]:
+    return list(text_string_to_metric_families(text))
 
 
 def _is_created(name: str, parents: set[str]) -> bool:

@@ -40,9 +40,12 @@ class Announcement:
         """The announcement at ``path`` if it exists and its process is alive."""
         try:
             announcement = cls(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+        try:
             os.kill(announcement.pid, 0)
         except PermissionError:
             return announcement  # the process exists, it belongs to another user
-        except (OSError, ValueError, TypeError):
+        except OSError:
             return None
         return announcement

@@ -33,14 +33,15 @@ def connect(
     file, a live ``qwq up`` serving it is used when there is one; otherwise the file is opened in this
     process (``read_only=True`` to open it without taking the write lock).
     """
-    if isinstance(target, str) and target.startswith(("http://", "https://")):
-        return RemoteStore(target, token=token or _configured_token(settings))
     if settings is None:
         settings = load_settings()[0]
+    token = token or settings.server.token_value()
+    if isinstance(target, str) and target.startswith(("http://", "https://")):
+        return RemoteStore(target, token=token)
     path = settings.store_path if target is None else _store_file(Path(target).expanduser())
-    server = _live_server(announcement_path(path))
+    server = live_server(path)
     if server is not None:
-        return RemoteStore(server, token=token or _configured_token(settings))
+        return RemoteStore(server, token=token)
     return LocalStore(path, settings=settings.store, read_only=read_only)
 
 
@@ -48,14 +49,9 @@ def _store_file(path: Path) -> Path:
     return path / "qwq.duckdb" if path.is_dir() or not path.suffix else path
 
 
-def _configured_token(settings: Settings | None) -> str | None:
-    token = settings.server.token if settings is not None else None
-    return token.get_secret_value() if token is not None else None
-
-
-def _live_server(announcement_file: Path) -> str | None:
-    """The URL of the server announced next to the store, if it is alive and answers."""
-    announcement = Announcement.read(announcement_file)
+def live_server(store_path: Path) -> str | None:
+    """The URL of the ``qwq up`` serving the store at ``store_path``, if it is alive and answers."""
+    announcement = Announcement.read(announcement_path(store_path))
     if announcement is None:
         return None
     try:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 class QwqError(Exception):
@@ -101,3 +102,11 @@ def http_status(error: QwqError) -> int:
 def exit_code(error: QwqError) -> int:
     """CLI exit code: 2 for bad input (config, query, unknown names), 1 for everything else."""
     return 2 if isinstance(error, ConfigError | QueryError | NotFoundError) else 1
+
+
+def error_body(error: QwqError) -> dict[str, Any]:
+    """The JSON body of an error response: ``{"error": {"type", "message"[, "issues"]}}``."""
+    body: dict[str, Any] = {"type": type(error).__name__, "message": str(error)}
+    if isinstance(error, ConfigError):
+        body["issues"] = [vars(issue) for issue in error.issues]
+    return {"error": body}

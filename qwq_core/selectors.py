@@ -97,6 +97,17 @@ class Selector:
         return f"{self.name or ''}{{{','.join(map(str, self.matchers))}}}"
 
 
+def parse_label_filters(pairs: list[str]) -> dict[str, str]:
+    """``["cpu=total", "host=a"]`` → ``{"cpu": "total", "host": "a"}`` (the CLI's and REST's ``labels``)."""
+    labels = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise QueryError(f"label filter {pair!r} is not of the form name=value")
+        labels[_label_name(name.strip())] = value
+    return labels
+
+
 def name_glob(pattern: str, column: str = "name") -> pl.Expr:
     """A boolean expression matching ``column`` against a shell-style pattern (``*``, ``?``)."""
     if not any(c in pattern for c in "*?"):

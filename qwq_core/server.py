@@ -18,7 +18,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from types import FrameType
-from typing import Any
 
 import uvicorn
 from a2wsgi import WSGIMiddleware
@@ -32,8 +31,8 @@ from qwq_core.announce import Announcement, announcement_path
 from qwq_core.api.auth import TokenAuth
 from qwq_core.api.exposition import render
 from qwq_core.api.routes import router
-from qwq_core.collector import build_collectors
-from qwq_core.errors import ConfigError, ConfigIssue, QueryError, QwqError, http_status
+from qwq_core.collector import ConfiguredCollector, build_collectors
+from qwq_core.errors import ConfigError, ConfigIssue, QueryError, QwqError, error_body, http_status
 from qwq_core.runtime import Runtime
 from qwq_core.settings import Settings
 from qwq_core.store.base import Store
@@ -41,14 +40,6 @@ from qwq_core.store.local import LocalStore
 from qwq_core.writer import BufferedWriter
 
 log = logging.getLogger(__name__)
-
-
-def error_body(error: QwqError) -> dict[str, Any]:
-    """The JSON body of an error response."""
-    body: dict[str, Any] = {"type": type(error).__name__, "message": str(error)}
-    if isinstance(error, ConfigError):
-        body["issues"] = [vars(issue) for issue in error.issues]
-    return {"error": body}
 
 
 def build_app(
@@ -152,7 +143,6 @@ def bind(host: str, port: int) -> socket.socket:
         reason = f"cannot listen on {host}:{port}: {exc.strerror} (another qwq running? try --port)"
         raise ConfigError([ConfigIssue("server", "server.port", reason)]) from exc
     sock.listen(2048)
-    sock.set_inheritable(True)
     return sock
 
 
@@ -171,14 +161,14 @@ def serve(settings: Settings, *, on_ready: Callable[[str], None] | None = None, 
     """Run ``qwq up`` until interrupted: open the store, start collectors, serve HTTP."""
     store = LocalStore(settings.store_path, settings=settings.store)
     announcement_file = announcement_path(settings.store_path)
+    collectors: list[ConfiguredCollector] = []
     try:
+        sock = bind(settings.server.host, settings.server.port)  # a busy port fails before anything starts
+        url = public_url(sock)
         writer = BufferedWriter(store)
         collectors = build_collectors(settings, writer.emit)
         runtime = Runtime(settings, store, collectors, writer)
-        token = settings.server.token.get_secret_value() if settings.server.token else None
-        app = build_app(store, token=token, runtime=runtime)
-        sock = bind(settings.server.host, settings.server.port)
-        url = public_url(sock)
+        app = build_app(store, token=settings.server.token_value(), runtime=runtime)
         Announcement(url, os.getpid(), str(settings.store_path)).write(announcement_file)
         if on_ready:
             on_ready(url)
@@ -191,6 +181,10 @@ def serve(settings: Settings, *, on_ready: Callable[[str], None] | None = None, 
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+    except BaseException:
+        for collector in collectors:  # the runtime closes them after a normal run
+            collector.close()
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             if (found := Announcement.read(announcement_file)) is None or found.pid == os.getpid():

@@ -81,7 +81,14 @@ class ServerSettings(_Section):
 
     host: str = Field(default="127.0.0.1", description="address to bind")
     port: int = Field(default=8765, ge=0, le=65535, description="port to bind (0 picks a free one)")
-    token: SecretStr | None = Field(default=None, description="if set, /api/* requires 'Authorization: Bearer <token>'")
+    token: SecretStr | None = Field(
+        default=None,
+        description="if set, everything but /api/v1/health and the API docs requires it (see docs/configuration.md)",
+    )
+
+    def token_value(self) -> str | None:
+        """The token in clear, for the server and for clients of it."""
+        return self.token.get_secret_value() if self.token is not None else None
 
 
 class CollectorSettings(BaseModel):

@@ -50,19 +50,7 @@ class TargetHealth:
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self._up: set[str] = set()
         self._down: dict[str, Down] = {}
-
-    @property
-    def down(self) -> Mapping[str, Down]:
-        """The targets currently down, with their reason and since when."""
-        return dict(self._down)
-
-    def is_up(self, target: str) -> bool | None:
-        """True or False from the last update of ``target``; None if it was never updated."""
-        if target in self._up:
-            return True
-        return False if target in self._down else None
 
     def update(
         self,
@@ -77,11 +65,9 @@ class TargetHealth:
         moment = as_utc(now) if now is not None else utcnow()
         details = {**(attrs or {}), "target": target}
         if ok:
-            self._up.add(target)
             was_down = self._down.pop(target, None)
             return self._recovered(target, was_down, details, moment) if was_down else None
         reason = reason or "unknown reason"
-        self._up.discard(target)
         previous = self._down.get(target)
         if previous is not None and previous.reason == reason:
             return None
@@ -105,11 +91,6 @@ class TargetHealth:
             attrs={**details, "down_since": was_down.since.isoformat(), "down_seconds": seconds},
             ts=moment,
         )
-
-    def forget(self, target: str) -> None:
-        """Drop what is known of ``target`` (it was removed from the configuration)."""
-        self._up.discard(target)
-        self._down.pop(target, None)
 
 
 __all__: Sequence[str] = ["Down", "TargetHealth"]

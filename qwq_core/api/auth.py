@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import secrets
 from http.cookies import SimpleCookie
-from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from qwq_core.errors import AuthError, error_body
 
 COOKIE = "qwq_token"
 PUBLIC = frozenset({"/api/v1/health", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
@@ -74,8 +75,7 @@ def _cookie(scope: Scope) -> str | None:
 
 async def _refuse(send: Send) -> None:
     message = "missing or wrong token: send 'Authorization: Bearer <token>', or open /?token=<token> once"
-    body: dict[str, Any] = {"error": {"type": "AuthError", "message": message}}
-    payload = json.dumps(body).encode()
+    payload = json.dumps(error_body(AuthError(message))).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"www-authenticate", b'Bearer realm="qwq"'),

@@ -86,8 +86,8 @@ def decode(body: bytes, media_type: str) -> pl.DataFrame:
             return pl.read_csv(io.BytesIO(body), infer_schema=False).with_columns(pl.col("value").cast(pl.Float64))
         rows = json.loads(body)
         rows = rows.get("data", rows) if isinstance(rows, dict) else rows
+        if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+            raise QueryError('a JSON body is a list of sample objects, or {"data": [...]}')
         return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
-    except json.JSONDecodeError as exc:
-        raise QueryError(f"cannot read the request body as json: {exc}") from exc
-    except (pl.exceptions.PolarsError, OSError) as exc:
+    except (pl.exceptions.PolarsError, OSError, TypeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise QueryError(f"cannot read the request body as {fmt}: {exc}") from exc

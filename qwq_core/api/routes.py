@@ -8,20 +8,21 @@ Parquet or CSV. Errors are ``{"error": {"type", "message"}}`` with the status of
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import polars as pl
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from pydantic import AwareDatetime, BaseModel, Field
 
 from qwq_core import __version__
 from qwq_core.api.formats import FRAME_RESPONSES, MEDIA_TYPES, decode, encode, negotiate
 from qwq_core.errors import QueryError
 from qwq_core.model import Event, MetricInfo, MetricType, Severity
+from qwq_core.selectors import parse_label_filters
 from qwq_core.store.base import Store
 from qwq_core.store.tiers import Agg
-from qwq_core.timeutil import as_utc
+from qwq_core.timeutil import parse_time, utcnow
 
 FormatParam = Annotated[
     Literal["json", "arrow", "parquet", "csv"] | None,
@@ -39,17 +40,6 @@ def respond(frame: pl.DataFrame, request: Request, fmt: str | None) -> Response:
     """Answer with ``frame`` in the negotiated format."""
     chosen = negotiate(request.headers.get("accept"), fmt)
     return Response(encode(frame, chosen), media_type=MEDIA_TYPES[chosen])
-
-
-def parse_labels(pairs: list[str]) -> dict[str, str]:
-    """``["cpu=total", "host=a"]`` → ``{"cpu": "total", "host": "a"}``."""
-    labels = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise QueryError(f"label filter {pair!r} is not of the form name=value")
-        labels[name.strip()] = value
-    return labels
 
 
 class Health(BaseModel):
@@ -128,7 +118,7 @@ def query(
     format: FormatParam = None,
 ) -> Response:
     """Samples of the matching series: ``ts, value, name`` and one column per label."""
-    frame = store.query(metric, labels=parse_labels(labels), since=since, until=until, step=step, agg=agg)
+    frame = store.query(metric, labels=parse_label_filters(labels), since=since, until=until, step=step, agg=agg)
     return respond(frame, request, format)
 
 
@@ -142,7 +132,7 @@ def latest(
     format: FormatParam = None,
 ) -> Response:
     """The newest sample of each matching series seen within ``max_age``."""
-    return respond(store.latest(metric, labels=parse_labels(labels), max_age=max_age), request, format)
+    return respond(store.latest(metric, labels=parse_label_filters(labels), max_age=max_age), request, format)
 
 
 @router.get("/series", responses=FRAME_RESPONSES, tags=["data"])
@@ -216,8 +206,13 @@ def sql(
 )
 async def write(request: Request, store: Annotated[Store, Depends(store_of)]) -> Written:
     """Append samples (``name``, ``ts``, ``value`` and string label columns)."""
-    frame = decode(await request.body(), request.headers.get("content-type", "application/json"))
-    return Written(written=store.write(coerce_ts(frame)) if frame.height else 0)
+    body, media_type = await request.body(), request.headers.get("content-type", "application/json")
+
+    def decode_and_write() -> int:  # in a worker thread: the event loop also runs the collectors
+        frame = decode(body, media_type)
+        return store.write(coerce_ts(frame)) if frame.height else 0
+
+    return Written(written=await run_in_threadpool(decode_and_write))
 
 
 @router.post("/metadata", response_model=Written, tags=["data"])
@@ -228,16 +223,15 @@ def describe(store: Annotated[Store, Depends(store_of)], body: Annotated[list[Me
 
 
 def coerce_ts(frame: pl.DataFrame) -> pl.DataFrame:
-    """Accept ``ts`` as ISO 8601 text or Unix seconds too (JSON and CSV bodies)."""
+    """Accept ``ts`` as text too — ISO 8601 or Unix seconds, mixed freely — or as Unix seconds (numbers)."""
     if "ts" not in frame.columns:
         return frame
     dtype = frame.schema["ts"]
-    if dtype == pl.String:
+    if dtype == pl.String or dtype.is_numeric():
+        now = utcnow()
         try:
-            times = [as_utc(datetime.fromisoformat(text)) for text in frame["ts"].to_list()]
-        except (TypeError, ValueError) as exc:
-            raise QueryError(f"column ts: not an ISO 8601 time: {exc}") from exc
+            times = [parse_time(value, now=now) if value is not None else None for value in frame["ts"].to_list()]
+        except (QueryError, OverflowError, OSError) as exc:  # out-of-range Unix seconds raise the latter two
+            raise QueryError(f"column ts: {exc}") from exc
         return frame.with_columns(pl.Series("ts", times, dtype=pl.Datetime("us", "UTC")))
-    if dtype.is_numeric():
-        return frame.with_columns((pl.col("ts").cast(pl.Float64) * 1e6).cast(pl.Int64).cast(pl.Datetime("us", "UTC")))
     return frame

@@ -23,12 +23,13 @@ from qwq_core import __version__
 from qwq_core.announce import Announcement, announcement_path
 from qwq_core.cli.output import Format, err, out, print_frame, table
 from qwq_core.collector import build_collectors, configured, registry
-from qwq_core.connect import connect
+from qwq_core.connect import connect, live_server
 from qwq_core.errors import ConfigError, ConfigIssue, QwqError, StoreLockedError, exit_code
 from qwq_core.model import Event
-from qwq_core.runtime import collector_job
+from qwq_core.runtime import collector_job, failure_reason
 from qwq_core.scheduler import Outcome, Scheduler
-from qwq_core.settings import Settings, load_settings, override, read_toml, resolve_config_path
+from qwq_core.selectors import parse_label_filters
+from qwq_core.settings import CollectorSettings, Settings, load_settings, override, read_toml, resolve_config_path
 from qwq_core.store.local import LocalStore
 from qwq_core.store.remote import RemoteStore
 from qwq_core.timeutil import utcnow
@@ -161,18 +162,13 @@ def collect(
 
 
 def _outcome_row(type_name: str, outcome: Outcome) -> dict[str, Any]:
-    reason = None
-    if outcome.timed_out:
-        reason = f"timed out after {outcome.job.timeout.total_seconds():g}s"
-    elif outcome.error is not None:
-        reason = f"{type(outcome.error).__name__}: {outcome.error}"
     return {
         "collector": outcome.job.name,
         "type": type_name,
         "state": "ok" if outcome.ok else "failed",
         "samples": outcome.result.height if outcome.ok else 0,
         "seconds": round(outcome.duration, 4),
-        "error": reason,
+        "error": None if outcome.ok else failure_reason(outcome),
     }
 
 
@@ -192,10 +188,8 @@ def query(
     store: StoreOption = None,
 ) -> None:
     """Print the samples of the series matching METRIC."""
-    from qwq_core.api.routes import parse_labels
-
     with connect(store, settings=state.settings()) as opened:
-        frame = opened.query(metric, labels=parse_labels(label), since=since, until=until, step=step, agg=agg)
+        frame = opened.query(metric, labels=parse_label_filters(label), since=since, until=until, step=step, agg=agg)
     print_frame(frame, fmt, output)
 
 
@@ -245,11 +239,12 @@ def sql(
 def status(fmt: Annotated[Literal["table", "json"], typer.Option("--format", "-f")] = "table") -> None:
     """Is qwq running? Store size, series, tiers, and each collector's state."""
     settings = state.settings()
-    running = Announcement.read(announcement_path(settings.store_path))
+    url = live_server(settings.store_path)
+    running = Announcement.read(announcement_path(settings.store_path)) if url else None
     report: dict[str, Any] = {"running": False, "store": None, "collectors": []}
-    if running is not None:
-        with RemoteStore(running.url, token=_token(settings)) as remote:
-            report = {"running": True, "url": running.url, "pid": running.pid, **remote.status()}
+    if url is not None and running is not None:
+        with RemoteStore(url, token=settings.server.token_value()) as remote:
+            report = {"running": True, "url": url, "pid": running.pid, **remote.status()}
     elif settings.store_path.exists():
         with LocalStore(settings.store_path, settings=settings.store, read_only=True) as local:
             report["store"] = local.stats()
@@ -269,10 +264,6 @@ def status(fmt: Annotated[Literal["table", "json"], typer.Option("--format", "-f
         )
     if report["collectors"]:
         out.print(table(pl.DataFrame(report["collectors"]).drop("last_run", strict=False), "collectors"))
-
-
-def _token(settings: Settings) -> str | None:
-    return settings.server.token.get_secret_value() if settings.server.token else None
 
 
 @config_app.command("check")
@@ -311,8 +302,18 @@ def config_show() -> None:
     """Print the effective configuration (file + environment + defaults) as JSON; secrets masked."""
     settings = state.settings()
     data = settings.model_dump(mode="json")
-    data["collectors"] = {k: v.model_dump(mode="json") for k, v in configured(settings).items()}
+    data["collectors"] = {name: _shown(name, entry) for name, entry in configured(settings).items()}
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def _shown(name: str, entry: CollectorSettings) -> dict[str, Any]:
+    """A collector's settings with its options as its type's model has them (defaults, secrets masked)."""
+    shown = entry.model_dump(mode="json", exclude=set(entry.options))
+    try:
+        options = registry().get(entry.type or name).Options.model_validate(entry.options)
+    except (QwqError, ValidationError):
+        return {**shown, "options": "invalid or unknown type: see `qwq config check`"}
+    return {**shown, **options.model_dump(mode="json")}
 
 
 @app.command("collectors")

@@ -17,7 +17,6 @@ import polars as pl
 from qwq_core.api.formats import MEDIA_TYPES
 from qwq_core.errors import (
     AuthError,
-    ConfigError,
     NotFoundError,
     QueryError,
     QwqError,
@@ -29,9 +28,8 @@ from qwq_core.store import ingest
 from qwq_core.store.base import QuerySpec, SQLParams, Store
 from qwq_core.timeutil import DurationLike, TimeLike, as_utc, parse_duration, parse_time, utcnow
 
-_ERRORS: dict[str, type[QwqError]] = {
-    cls.__name__: cls for cls in (QueryError, NotFoundError, StoreError, AuthError, ConfigError)
-}
+_ERRORS: dict[str, type[QwqError]] = {cls.__name__: cls for cls in (QueryError, NotFoundError, StoreError, AuthError)}
+"""Errors raised again as themselves on this side; any other becomes a RemoteError."""
 
 
 class RemoteStore(Store):
@@ -66,7 +64,7 @@ class RemoteStore(Store):
                 status=response.status_code,
             )
         cls = _ERRORS.get(kind)
-        if cls is None or cls is ConfigError:
+        if cls is None:
             return RemoteError(f"{self.url}: {message}", status=response.status_code)
         return cls(message)
 
@@ -153,8 +151,7 @@ class RemoteStore(Store):
         return self._frame("POST", "/sql", json={"query": query, "params": list(params) if params else None})
 
     def stats(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("GET", "/status", headers={"Accept": "application/json"}).json()
-        return dict(result["store"])
+        return dict(self.status()["store"])
 
     def status(self) -> dict[str, Any]:
         """The server's full status: store facts, collector states, writer counters."""

@@ -408,6 +408,10 @@ def test_write_json_rows_with_epoch_seconds(client: TestClient, filled: LocalSto
         (b'[{"name": "x", "ts": 1, "value": 1, "__name__": "y"}]', "application/json", "__name__"),
         (b"this is not json", "application/json", "json"),
         (b"not an arrow stream", ARROW, "arrow"),
+        (b"5", "application/json", "list of sample objects"),
+        (b'{"data": 5}', "application/json", "list of sample objects"),
+        (b'[1, "a"]', "application/json", "list of sample objects"),
+        (b'[{"name": "x", "ts": 1e20, "value": 1}]', "application/json", "ts"),
     ],
 )
 def test_write_refuses_an_invalid_frame(
@@ -423,6 +427,25 @@ def test_write_csv_with_numeric_looking_labels(client: TestClient, filled: Local
     body = b"name,ts,value,cpu\nhost_cpu_usage_ratio,2026-01-02T03:04:05Z,0.5,0\n"
     response = client.post("/api/v1/write", content=body, headers={"Content-Type": "text/csv"})
     assert response.json() == {"written": 1}
+
+
+def test_write_takes_iso_and_unix_seconds_mixed_in_csv_and_json(client: TestClient, filled: LocalStore) -> None:
+    body = b"name,ts,value\nmixed_value,2026-01-02T00:00:00Z,1\nmixed_value,1767312060,2\n"
+    assert client.post("/api/v1/write", content=body, headers={"Content-Type": "text/csv"}).json() == {"written": 2}
+    rows = [
+        {"name": "mixed_value", "ts": "2026-01-02T00:02:00+00:00", "value": 3},
+        {"name": "mixed_value", "ts": "2026-01-02T00:03:00", "value": 4},  # naive: UTC
+        {"name": "mixed_value", "ts": 1767312240.5, "value": 5},
+    ]
+    assert client.post("/api/v1/write", json=rows).json() == {"written": 3}
+    stored = filled.query("mixed_value", since="2026-01-01T23:00:00Z", until="2026-01-02T01:00:00Z")
+    assert [t.isoformat() for t in stored["ts"]] == [
+        "2026-01-02T00:00:00+00:00",
+        "2026-01-02T00:01:00+00:00",
+        "2026-01-02T00:02:00+00:00",
+        "2026-01-02T00:03:00+00:00",
+        "2026-01-02T00:04:00.500000+00:00",
+    ]
 
 
 def test_metadata_declares_type_unit_and_help(client: TestClient, filled: LocalStore) -> None:

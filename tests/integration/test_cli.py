@@ -388,3 +388,12 @@ def test_status_and_up_with_a_running_server(tmp_path: Path) -> None:
         assert server.process.poll() is None, "the first server must keep running"
     finally:
         server.stop()
+
+
+def test_config_show_masks_collector_secrets(home: Path) -> None:
+    config = '[collectors.node]\ntype = "prometheus"\nurls = ["http://x:9100/metrics"]\n'
+    config += 'headers = { Authorization = "Bearer topsecret" }\n'
+    result = qwq(home, "config", "show", config=config)
+    assert result.returncode == 0, result.stderr
+    assert "topsecret" not in result.stdout
+    assert "Authorization" in json.loads(result.stdout)["collectors"]["node"]["headers"]

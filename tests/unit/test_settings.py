@@ -105,3 +105,12 @@ def test_secrets_never_print(tmp_path: Path) -> None:
     settings, _ = load_settings(config, env={})
     assert "hunter2" not in repr(settings) and "hunter2" not in settings.model_dump_json()
     assert settings.server.token is not None and settings.server.token.get_secret_value() == "hunter2"
+
+
+def test_an_unreadable_announcement_is_no_server(tmp_path: Path) -> None:
+    from qwq_core.announce import Announcement
+
+    (tmp_path / "qwq.server.json").mkdir()  # reading it fails with IsADirectoryError
+    assert Announcement.read(tmp_path / "qwq.server.json") is None
+    (tmp_path / "other.json").write_text('{"url": "http://x", "pid": 1, "store": "s"}')  # pid 1: init, not ours
+    assert Announcement.read(tmp_path / "other.json") is not None  # alive (PermissionError or not) is alive

@@ -46,8 +46,6 @@ def test_down_event_carries_source_severity_reason_and_attrs() -> None:
     assert (event.kind, event.source, event.severity, event.ts) == ("target.down", "node", "error", T0)
     assert "connection refused" in event.message and "http://db:9100/metrics" in event.message
     assert event.attrs == {"job": "node", "target": "http://db:9100/metrics", "reason": "connection refused"}
-    assert health.is_up("http://db:9100/metrics") is False
-    assert health.down["http://db:9100/metrics"].reason == "connection refused"
 
 
 def test_recovery_reports_downtime_since_first_failure() -> None:
@@ -60,19 +58,15 @@ def test_recovery_reports_downtime_since_first_failure() -> None:
     assert event.attrs["target"] == "db"
     assert event.attrs["down_seconds"] == 90
     assert event.attrs["down_since"] == T0.isoformat()
-    assert health.is_up("db") is True and health.down == {}
+    assert health.update("db", True) is None  # up and staying up is not news
 
 
-def test_targets_are_independent_and_can_be_forgotten() -> None:
+def test_targets_are_independent() -> None:
     health = TargetHealth("node")
-    assert health.is_up("a") is None
     assert health.update("a", False, "refused") is not None
     assert health.update("b", False, "refused") is not None  # b's first failure is news despite a's
     assert health.update("a", False, "refused") is None
-    health.forget("a")
-    assert health.is_up("a") is None
-    assert health.update("a", False, "refused") is not None  # forgotten: seen for the first time again
-    assert set(health.down) == {"a", "b"}
+    assert health.update("a", True) is not None and health.update("b", False, "refused") is None
 
 
 def test_missing_reason_still_reports() -> None:
