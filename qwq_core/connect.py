@@ -41,7 +41,7 @@ def connect(
     path = settings.store_path if target is None else _store_file(Path(target).expanduser())
     server = live_server(path)
     if server is not None:
-        return RemoteStore(server, token=token)
+        return RemoteStore(server.url, token=token)
     return LocalStore(path, settings=settings.store, read_only=read_only)
 
 
@@ -49,8 +49,8 @@ def _store_file(path: Path) -> Path:
     return path / "qwq.duckdb" if path.is_dir() or not path.suffix else path
 
 
-def live_server(store_path: Path) -> str | None:
-    """The URL of the ``qwq up`` serving the store at ``store_path``, if it is alive and answers."""
+def live_server(store_path: Path) -> Announcement | None:
+    """The announcement of the ``qwq up`` serving the store at ``store_path``, if it is alive and answers."""
     announcement = Announcement.read(announcement_path(store_path))
     if announcement is None:
         return None
@@ -58,4 +58,4 @@ def live_server(store_path: Path) -> str | None:
         httpx.get(f"{announcement.url}/api/v1/health", timeout=3.0).raise_for_status()
     except httpx.HTTPError:
         return None
-    return announcement.url
+    return announcement

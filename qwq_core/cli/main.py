@@ -239,12 +239,11 @@ def sql(
 def status(fmt: Annotated[Literal["table", "json"], typer.Option("--format", "-f")] = "table") -> None:
     """Is qwq running? Store size, series, tiers, and each collector's state."""
     settings = state.settings()
-    url = live_server(settings.store_path)
-    running = Announcement.read(announcement_path(settings.store_path)) if url else None
+    running = live_server(settings.store_path)
     report: dict[str, Any] = {"running": False, "store": None, "collectors": []}
-    if url is not None and running is not None:
-        with RemoteStore(url, token=settings.server.token_value()) as remote:
-            report = {"running": True, "url": url, "pid": running.pid, **remote.status()}
+    if running is not None:
+        with RemoteStore(running.url, token=settings.server.token_value()) as remote:
+            report = {"running": True, "url": running.url, "pid": running.pid, **remote.status()}
     elif settings.store_path.exists():
         with LocalStore(settings.store_path, settings=settings.store, read_only=True) as local:
             report["store"] = local.stats()

@@ -199,13 +199,13 @@ class LocalStore(Store):
         if batch.is_empty():
             return 0
         key_columns = ["name", *ingest.label_columns(batch)]
+        oldest: datetime = batch["ts"].min()  # type: ignore[assignment]
         with self._lock:
-            self._refuse_expired(batch["ts"].min())  # type: ignore[arg-type]
+            self._refuse_expired(oldest)
             # Sorted, so a batch's new series get ids in label order: query results come back in that order.
             unique = batch.select(key_columns).unique().sort(key_columns, nulls_last=True)
             keys, new_series = self._catalog.resolve(unique, _naive(self._clock()))
             samples = batch.join(keys, on=key_columns, how="left", nulls_equal=True).select("series_id", "ts", "value")
-            oldest = samples["ts"].min()
             new_metrics = set(new_series["name"].unique().to_list()) - self._metric_names
 
             def work(cursor: duckdb.DuckDBPyConnection) -> None:
@@ -217,7 +217,7 @@ class LocalStore(Store):
                     self._insert_metrics(cursor, [MetricInfo.infer(n) for n in sorted(new_metrics)], False)
                 cursor.register("batch", ArrowStream(samples))
                 cursor.execute("INSERT INTO samples SELECT series_id, ts, value FROM batch")
-                self._mark_dirty(cursor, "minute", oldest)  # type: ignore[arg-type]
+                self._mark_dirty(cursor, "minute", oldest)
 
             self._transaction(work)
             self._catalog.commit(new_series)
