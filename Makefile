@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# Debian packages the test suite runs for real (a Prometheus exporter to scrape; a browser for screenshots).
-TEST_DEBS := prometheus-node-exporter
+# Debian packages the test suite runs for real: an exporter to scrape, a Docker-API engine (podman) and what
+# test images are built from, a DNS server, databases, a browser for dashboard tests and screenshots.
+TEST_DEBS := prometheus-node-exporter podman runc busybox-static dnsmasq-base postgresql mariadb-server \
+	redis-server chromium chromium-driver
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: up test install install-test test-deps lint unit bench screenshot clean

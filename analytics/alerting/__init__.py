@@ -1,0 +1,1 @@
+"""Alerting: rules → alerts → dedup, inhibition, silences, routing and grouping → notifications, incidents."""
