@@ -48,7 +48,7 @@ from qwq_core.targets import TargetHealth
 log = logging.getLogger(__name__)
 
 ACCEPT = "text/plain;version=0.0.4"
-SYNTHETIC = (
+METRICS = (
     MetricInfo("up", "gauge", help="1 if the target was scraped and parsed, 0 otherwise."),
     MetricInfo("scrape_duration_seconds", "gauge", "seconds", "How long the scrape (fetch and parse) took."),
     MetricInfo("scrape_samples_scraped", "gauge", help="Samples the target exposed."),
@@ -299,7 +299,7 @@ class PrometheusCollector:
 
     def metrics(self) -> list[MetricInfo]:
         """Metadata of the synthetic series and of every sample name scraped so far."""
-        return [*SYNTHETIC, *(self._infos[name] for name in sorted(self._infos))]
+        return [*METRICS, *(self._infos[name] for name in sorted(self._infos))]
 
 
 def _parse(text: str) -> list[Metric]:

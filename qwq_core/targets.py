@@ -28,12 +28,15 @@ collector's scheduled time) to stamp events, or they are stamped with the curren
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from qwq_core.model import Event
+import polars as pl
+
+from qwq_core.model import SAMPLE_COLUMNS, Event
 from qwq_core.timeutil import as_utc, utcnow
 
 
@@ -93,4 +96,56 @@ class TargetHealth:
         )
 
 
-__all__: Sequence[str] = ["Down", "TargetHealth"]
+def is_up_metric(name: pl.Expr) -> pl.Expr:
+    """Samples that say whether a target answers: Prometheus' ``up`` and every ``<kind>_up``."""
+    return (name == "up") | name.str.ends_with("_up")
+
+
+def target_table(samples: pl.DataFrame, down_events: Iterable[Mapping[str, Any]] = ()) -> pl.DataFrame:
+    """One row per checked target in ``samples``: ``metric, target, up, reason``.
+
+    ``target`` is the series' labels as ``key=value`` text (``host`` left out: it is the checker's, not the
+    target's). ``reason`` comes from the newest of ``down_events`` (``target.down`` events, as rows or
+    :meth:`Event.as_row` dicts) that names the series: its ``target`` attribute is one of the series' label
+    values (collectors name a target by the label identifying it: site, db, container), or the labels it
+    carries in its attributes agree with the series'.
+    """
+    schema = {"metric": pl.String, "target": pl.String, "up": pl.Boolean, "reason": pl.String}
+    if samples.is_empty() or "name" not in samples.columns:
+        return pl.DataFrame(schema=schema)
+    identity = [c for c in samples.columns if c not in ("ts", "value")]
+    ups = samples.filter(is_up_metric(pl.col("name"))).sort("ts", descending=True)
+    ups = ups.unique(identity, keep="first", maintain_order=True)
+    downs = _newest_first(down_events)
+    labels = sorted(c for c in ups.columns if c not in SAMPLE_COLUMNS and c not in ("host", "series_id"))
+    rows = []
+    for row in ups.iter_rows(named=True):
+        values = {key: row[key] for key in labels if row[key]}
+        up = row["value"] >= 1
+        reason = None if up else next((reason for attrs, reason in downs if _names(attrs, values)), None)
+        target = ", ".join(f"{key}={value}" for key, value in values.items())
+        rows.append({"metric": row["name"], "target": target, "up": up, "reason": reason})
+    return pl.DataFrame(rows, schema=schema)
+
+
+def _newest_first(events: Iterable[Mapping[str, Any]]) -> list[tuple[dict[str, Any], str]]:
+    """``(attrs, reason)`` of each event with a reason, newest first."""
+    found = []
+    for event in events:
+        attrs = event.get("attrs") or {}
+        attrs = json.loads(attrs) if isinstance(attrs, str) else dict(attrs)
+        if attrs.get("reason"):
+            found.append((event.get("ts"), attrs))
+    found.sort(key=lambda pair: str(pair[0] or ""), reverse=True)
+    return [(attrs, str(attrs["reason"])) for _, attrs in found]
+
+
+def _names(attrs: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """Whether an event's attributes point at the series with these labels."""
+    if attrs.get("target") in labels.values():
+        return True
+    shared = [key for key in labels if key in attrs]
+    return bool(shared) and all(str(attrs[key]) == labels[key] for key in shared)
+
+
+__all__: Sequence[str] = ["Down", "TargetHealth", "is_up_metric", "target_table"]

@@ -30,8 +30,10 @@ from qwq_core.runtime import collector_job, failure_reason
 from qwq_core.scheduler import Outcome, Scheduler
 from qwq_core.selectors import parse_label_filters
 from qwq_core.settings import CollectorSettings, Settings, load_settings, override, read_toml, resolve_config_path
+from qwq_core.store.base import Store
 from qwq_core.store.local import LocalStore
 from qwq_core.store.remote import RemoteStore
+from qwq_core.targets import target_table
 from qwq_core.timeutil import utcnow
 
 app = typer.Typer(
@@ -147,12 +149,20 @@ def collect(
         with connect(store, settings=settings) as target:
             target.write(samples)
     summary = pl.DataFrame([_outcome_row(c.type, o) for c, o in zip(collectors, outcomes, strict=True)])
+    targets = target_table(samples, [e.as_row() for e in events if e.kind == "target.down"])
     if fmt == "json":
         rows = json.loads(samples.write_json()) if samples.height else []
-        document = {"collectors": summary.to_dicts(), "samples": rows, "events": [e.as_row() for e in events]}
+        document = {
+            "collectors": summary.to_dicts(),
+            "targets": targets.to_dicts(),
+            "samples": rows,
+            "events": [e.as_row() for e in events],
+        }
         sys.stdout.write(json.dumps(document, default=str) + "\n")
     elif fmt == "table":
         out.print(table(summary, "collectors"))
+        if targets.height:
+            out.print(table(targets, "targets"))
         if samples.height:
             out.print(table(samples.sort("name"), "samples"))
     else:
@@ -240,13 +250,15 @@ def status(fmt: Annotated[Literal["table", "json"], typer.Option("--format", "-f
     """Is qwq running? Store size, series, tiers, and each collector's state."""
     settings = state.settings()
     running = live_server(settings.store_path)
-    report: dict[str, Any] = {"running": False, "store": None, "collectors": []}
+    report: dict[str, Any] = {"running": False, "store": None, "collectors": [], "targets": []}
     if running is not None:
         with RemoteStore(running.url, token=settings.server.token_value()) as remote:
             report = {"running": True, "url": running.url, "pid": running.pid, **remote.status()}
+            report["targets"] = _targets(remote)
     elif settings.store_path.exists():
         with LocalStore(settings.store_path, settings=settings.store, read_only=True) as local:
             report["store"] = local.stats()
+            report["targets"] = _targets(local)
     if fmt == "json":
         sys.stdout.write(json.dumps(report, default=str) + "\n")
         return
@@ -263,6 +275,19 @@ def status(fmt: Annotated[Literal["table", "json"], typer.Option("--format", "-f
         )
     if report["collectors"]:
         out.print(table(pl.DataFrame(report["collectors"]).drop("last_run", strict=False), "collectors"))
+    if report["targets"]:
+        down = [t for t in report["targets"] if not t["up"]]
+        colour = "red" if down else "green"
+        out.print(f"targets: [{colour}]{len(report['targets']) - len(down)} up, {len(down)} down[/]")
+        if down:
+            out.print(table(pl.DataFrame(down), "down"))
+
+
+def _targets(store: Store) -> list[dict[str, Any]]:
+    """Each target's newest up/down sample of the last 5 minutes, with the reason when down."""
+    latest = store.latest("*up", max_age="5m")
+    down_events = store.events(since="24h", kind="target.down", limit=10_000)
+    return target_table(latest, down_events.to_dicts()).sort(["up", "metric", "target"]).to_dicts()
 
 
 @config_app.command("check")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
@@ -9,15 +10,16 @@ import pytest
 from pydantic import BaseModel
 
 import qwq_core
-from collectors.host import HELP, HostOptions
-from collectors.prometheus import PrometheusOptions
 from qwq_core.cli.main import app, config_app
+from qwq_core.collector import registry
 from qwq_core.runtime import SELF_METRICS
 from qwq_core.settings import CollectorSettings, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGURATION = (ROOT / "docs" / "configuration.md").read_text()
-METRICS = (ROOT / "docs" / "metrics.md").read_text()
+COLLECTOR_DOCS = "".join(path.read_text() for path in sorted((ROOT / "docs" / "collectors").glob("*.md")))
+CONFIGURATION = (ROOT / "docs" / "configuration.md").read_text() + COLLECTOR_DOCS
+METRICS = (ROOT / "docs" / "metrics.md").read_text() + COLLECTOR_DOCS
+BUILT_IN = [plugin for plugin in registry().plugins() if plugin.distribution == "qwq"]
 README = (ROOT / "README.md").read_text()
 
 
@@ -45,15 +47,44 @@ def test_every_setting_is_in_the_configuration_reference(key: str) -> None:
     assert documented(key), f"docs/configuration.md does not document {key}"
 
 
+def test_every_built_in_collector_loads() -> None:
+    broken = {plugin.name: plugin.error for plugin in BUILT_IN if not plugin.enabled}
+    assert not broken
+
+
+def option_names(model: type[BaseModel]) -> list[str]:
+    """Option keys of a collector, nested option models (one check of a list) expanded."""
+    found = []
+    for name, field in model.model_fields.items():
+        found.append(name)
+        for arg in (field.annotation, *getattr(field.annotation, "__args__", ())):
+            inner = getattr(arg, "__args__", (arg,))[0] if getattr(arg, "__args__", None) else arg
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                found += option_names(inner)
+    return found
+
+
 @pytest.mark.parametrize(
     "option",
-    [*CollectorSettings.model_fields, *HostOptions.model_fields, *PrometheusOptions.model_fields],
+    sorted(
+        {*CollectorSettings.model_fields, *(o for p in BUILT_IN if p.enabled for o in option_names(p.loaded.Options))}
+    ),
 )
 def test_every_collector_option_is_documented(option: str) -> None:
     assert f"| `{option}` |" in CONFIGURATION
 
 
-@pytest.mark.parametrize("name", [*HELP, *(info.name for info in SELF_METRICS)])
+def collector_metrics() -> set[str]:
+    """Every metric name a built-in collector declares (its module's ``METRICS``)."""
+    names = set()
+    for plugin in BUILT_IN:
+        if plugin.enabled:
+            module = importlib.import_module(plugin.target.split(":")[0])
+            names |= {info.name for info in getattr(module, "METRICS", ())}
+    return names
+
+
+@pytest.mark.parametrize("name", sorted(collector_metrics() | {info.name for info in SELF_METRICS}))
 def test_every_metric_is_in_the_metric_reference(name: str) -> None:
     assert f"| `{name}` |" in METRICS
 

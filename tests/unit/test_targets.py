@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import polars as pl
 import pytest
 
-from qwq_core.targets import TargetHealth
+from qwq_core.collector import samples
+from qwq_core.model import Event
+from qwq_core.targets import TargetHealth, target_table
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -72,3 +75,25 @@ def test_targets_are_independent() -> None:
 def test_missing_reason_still_reports() -> None:
     event = TargetHealth("x").update("a", False, None)
     assert event is not None and event.attrs["reason"]
+
+
+def test_target_table_lists_each_target_once_with_the_reason_of_its_newest_down_event() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    frame = pl.concat(
+        [
+            samples(now - timedelta(seconds=30), [("site_up", {"site": "blog"}, 1.0)]),
+            samples(now, [("site_up", {"site": "blog"}, 0.0), ("db_up", {"db": "main"}, 1.0)]),
+            samples(now, [("up", {"job": "node", "instance": "a:9100"}, 0.0), ("site_response_seconds", {}, 0.1)]),
+        ],
+        how="diagonal_relaxed",
+    )
+    events = [
+        Event("target.down", "", attrs={"target": "blog", "reason": "old"}, ts=now - timedelta(minutes=5)).as_row(),
+        Event("target.down", "", attrs={"target": "blog", "reason": "status 503"}, ts=now).as_row(),
+        {"ts": now, "attrs": {"target": "http://a:9100/metrics", "job": "node", "reason": "refused"}},
+    ]
+    rows = {row["target"]: row for row in target_table(frame, events).to_dicts()}
+    assert set(rows) == {"site=blog", "db=main", "instance=a:9100, job=node"}
+    assert rows["site=blog"] == {"metric": "site_up", "target": "site=blog", "up": False, "reason": "status 503"}
+    assert rows["db=main"]["up"] and rows["db=main"]["reason"] is None
+    assert rows["instance=a:9100, job=node"]["reason"] == "refused"
