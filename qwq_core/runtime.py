@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,6 +25,7 @@ from qwq_core.collector import ConfiguredCollector, metric_infos, samples
 from qwq_core.errors import CollectorError, QueryError, QwqError
 from qwq_core.model import Event, MetricInfo
 from qwq_core.scheduler import Job, Outcome, Scheduler
+from qwq_core.services import Service
 from qwq_core.settings import Settings
 from qwq_core.store import ingest
 from qwq_core.store.local import LocalStore
@@ -111,6 +112,7 @@ class Runtime:
         store: LocalStore,
         collectors: list[ConfiguredCollector],
         writer: BufferedWriter,
+        services: Sequence[Service] = (),
     ) -> None:
         """``writer`` must write to ``store``; collectors were built with ``writer.emit`` as event sink."""
         self.settings = settings
@@ -123,6 +125,10 @@ class Runtime:
         }
         handlers[Job("store.rollup", ROLLUP_INTERVAL, self._rollup, timedelta(minutes=10))] = self._upkeep_done
         handlers[Job("store.retention", RETENTION_INTERVAL, self._retention, timedelta(minutes=30))] = self._upkeep_done
+        self.services = list(services)
+        for service in self.services:
+            for job in service.jobs():
+                handlers[job] = self._upkeep_done
         self._handlers = handlers
         self.scheduler = Scheduler(list(handlers), self._dispatch)
         self.writer.add_metrics(SELF_METRICS)
@@ -142,6 +148,8 @@ class Runtime:
             for configured in self.collectors.values():
                 if not self.scheduler.running(configured.name):  # a hung run may still use it
                     configured.close()
+            for service in self.services:
+                service.close()
 
     async def _flush_loop(self, stop: asyncio.Event) -> None:
         period = self.settings.store.flush_interval.total_seconds()
@@ -241,7 +249,7 @@ class Runtime:
             log.error("%s failed: %s", outcome.job.name, reason)
             self.writer.emit(
                 Event(
-                    "store.upkeep_failed",
+                    "store.upkeep_failed" if outcome.job.name.startswith("store.") else "service.failed",
                     f"{outcome.job.name} failed: {reason}",
                     source="qwq",
                     severity="error",

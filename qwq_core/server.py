@@ -15,13 +15,13 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 from types import FrameType
 
 import uvicorn
 from a2wsgi import WSGIMiddleware
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -34,6 +34,7 @@ from qwq_core.api.routes import router
 from qwq_core.collector import ConfiguredCollector, build_collectors
 from qwq_core.errors import ConfigError, ConfigIssue, QueryError, QwqError, error_body, http_status
 from qwq_core.runtime import Runtime
+from qwq_core.services import Service, ServiceContext, build_services, routers
 from qwq_core.settings import Settings
 from qwq_core.store.base import Store
 from qwq_core.store.local import LocalStore
@@ -49,6 +50,7 @@ def build_app(
     runtime: Runtime | None = None,
     dashboard: bool = True,
     refresh: timedelta = timedelta(seconds=5),
+    extra_routers: Sequence[APIRouter] = (),
 ) -> FastAPI:
     """The ASGI app: REST under ``/api/v1``, ``/metrics``, OpenAPI at ``/docs``, the dashboard at ``/``.
 
@@ -91,6 +93,8 @@ def build_app(
         return JSONResponse(error_body(QueryError(reasons)), status_code=400)
 
     app.include_router(router)
+    for extra in extra_routers:  # services' routes (alerts, silences, …), also under /api/v1
+        app.include_router(extra, prefix="/api/v1")
 
     @app.get("/metrics", tags=["server"], response_class=Response)
     def metrics(request: Request) -> Response:
@@ -162,13 +166,15 @@ def serve(settings: Settings, *, on_ready: Callable[[str], None] | None = None, 
     store = LocalStore(settings.store_path, settings=settings.store)
     announcement_file = announcement_path(settings.store_path)
     collectors: list[ConfiguredCollector] = []
+    services: list[Service] = []
     try:
         sock = bind(settings.server.host, settings.server.port)  # a busy port fails before anything starts
         url = public_url(sock)
         writer = BufferedWriter(store)
         collectors = build_collectors(settings, writer.emit)
-        runtime = Runtime(settings, store, collectors, writer)
-        app = build_app(store, token=settings.server.token_value(), runtime=runtime)
+        services = build_services(ServiceContext(settings, store, writer))
+        runtime = Runtime(settings, store, collectors, writer, services)
+        app = build_app(store, token=settings.server.token_value(), runtime=runtime, extra_routers=routers(services))
         Announcement(url, os.getpid(), str(settings.store_path)).write(announcement_file)
         if on_ready:
             on_ready(url)
@@ -184,6 +190,8 @@ def serve(settings: Settings, *, on_ready: Callable[[str], None] | None = None, 
     except BaseException:
         for collector in collectors:  # the runtime closes them after a normal run
             collector.close()
+        for service in services:
+            service.close()
         raise
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -127,6 +127,12 @@ class Settings(BaseModel):
     store: StoreSettings = Field(default_factory=StoreSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     collectors: dict[str, CollectorSettings] = Field(default_factory=dict)
+    alerting: dict[str, Any] = Field(
+        default_factory=dict, description="rules, routes, receivers, inhibition (docs/alerting-rules.md)"
+    )
+    analytics: dict[str, Any] = Field(
+        default_factory=dict, description="anomaly scoring and forecasting jobs (docs/analytics.md)"
+    )
 
     @property
     def store_path(self) -> Path:
