@@ -30,8 +30,9 @@ import dash
 import plotly.graph_objects as go
 from dash import Input, Output, State, no_update
 
-from dashboards import layout, panels
+from dashboards import fleet_page, layout, panels
 from dashboards.figures import empty_figure
+from dashboards.fleets import FLEETS
 from dashboards.layout import build_layout, render_tiles
 from dashboards.ranges import RANGES, is_live, range_span
 from dashboards.tiles import freshness, summarize
@@ -68,8 +69,11 @@ def create_dashboard(store: Store, refresh: timedelta = timedelta(seconds=5)) ->
         requests_pathname_prefix="/",
         routes_pathname_prefix="/",
         add_log_handler=False,  # handlers are the CLI's business
+        suppress_callback_exceptions=True,  # each page's components exist only while it is shown
     )
     app.layout = lambda: build_layout(_hosts(store), refresh)
+    _register_router(app)
+    fleet_page.register(app, store)
     _register_controls(app, store, refresh)
     _register_tiles(app, store)
     for name, (graphs, panel) in PANELS.items():
@@ -83,6 +87,16 @@ def _hosts(store: Store) -> list[str]:
     except QwqError as exc:
         log.warning("dashboard: cannot list hosts: %s", exc)
         return []
+
+
+def _register_router(app: dash.Dash) -> None:
+    @app.callback(Output(layout.PAGE, "children"), Output(layout.PAGE_NAME, "children"), Input(layout.URL, "pathname"))
+    def route(path: str | None) -> tuple[Any, str]:
+        """Show the page the address names; unknown paths get the host overview."""
+        fleet = FLEETS.get(path or "/")
+        if fleet is None:
+            return layout.overview(), "host overview"
+        return fleet_page.page(fleet), fleet.title.lower()
 
 
 def _register_controls(app: dash.Dash, store: Store, refresh: timedelta) -> None:
@@ -113,12 +127,12 @@ def _register_controls(app: dash.Dash, store: Store, refresh: timedelta) -> None
     def address(search: str | None, host: str | None, range_key: str | None, known: list[str] | None) -> Any:
         """Keep ``?host=…&range=…`` in the address bar, so a view can be bookmarked and shared."""
         if dash.ctx.triggered_id not in (None, layout.URL):  # the user changed a control
-            wanted = _search(host, range_key)
+            wanted = _search(host, range_key, parse_qs((search or "").lstrip("?")).get("target", [None])[-1])
             return (wanted if wanted != search else no_update), no_update, no_update
         asked = parse_qs((search or "").lstrip("?"))
         host = next((h for h in asked.get("host", []) if h in (known or [])), host)
         range_key = next((r for r in asked.get("range", []) if r in RANGES), range_key)
-        return _search(host, range_key), host, range_key
+        return _search(host, range_key, asked.get("target", [None])[-1]), host, range_key
 
     @app.callback(
         Output(layout.REFRESH, "disabled"),
@@ -133,9 +147,10 @@ def _register_controls(app: dash.Dash, store: Store, refresh: timedelta) -> None
         return True, "paused", "qwq-live qwq-live-off"
 
 
-def _search(host: str | None, range_key: str | None) -> str:
-    """The address-bar query string of a view."""
-    return "?" + urlencode({key: value for key, value in (("host", host), ("range", range_key)) if value})
+def _search(host: str | None, range_key: str | None, target: str | None = None) -> str:
+    """The address-bar query string of a view (``target``: the fleet row picked for drill-down)."""
+    pairs = (("host", host), ("range", range_key), ("target", target))
+    return "?" + urlencode({key: value for key, value in pairs if value})
 
 
 def _register_tiles(app: dash.Dash, store: Store) -> None:

@@ -18,7 +18,7 @@ import polars as pl
 
 from dashboards.units import byte_scale
 
-Unit = Literal["ratio", "bytes", "bytes/s"]
+Unit = Literal["ratio", "bytes", "bytes/s", "seconds", "count"]
 Window = tuple[datetime, datetime]
 """The ``(start, end)`` a graph's time axis covers, UTC."""
 
@@ -37,10 +37,22 @@ THEME = go.layout.Template(
         "margin": {"l": 52, "r": 14, "t": 12, "b": 30},
         "hovermode": "x unified",
         "hoverlabel": {"bgcolor": "#1f242d", "bordercolor": "#3a4150", "font": {"color": TEXT}},
-        "legend": {"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom", "bgcolor": "rgba(0,0,0,0)",
-                   "traceorder": "normal"},
-        "xaxis": {"type": "date", "gridcolor": GRID, "linecolor": GRID, "zeroline": False,
-                  "hoverformat": "%b %d %H:%M:%S UTC", "tickfont": {"color": MUTED}},
+        "legend": {
+            "orientation": "h",
+            "x": 0,
+            "y": 1.0,
+            "yanchor": "bottom",
+            "bgcolor": "rgba(0,0,0,0)",
+            "traceorder": "normal",
+        },
+        "xaxis": {
+            "type": "date",
+            "gridcolor": GRID,
+            "linecolor": GRID,
+            "zeroline": False,
+            "hoverformat": "%b %d %H:%M:%S UTC",
+            "tickfont": {"color": MUTED},
+        },
         "yaxis": {"gridcolor": GRID, "zeroline": False, "tickfont": {"color": MUTED}},
     }
 )
@@ -62,8 +74,15 @@ def empty_figure(message: str = NO_DATA, detail: str = "", window: Window | None
     layout = _layout(window, {"visible": False}, legend=False)
     layout["xaxis"].update(visible=window is not None, showgrid=False)
     layout["annotations"] = [
-        {"text": text, "showarrow": False, "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5,
-         "font": {"size": 14, "color": MUTED}}
+        {
+            "text": text,
+            "showarrow": False,
+            "xref": "paper",
+            "yref": "paper",
+            "x": 0.5,
+            "y": 0.5,
+            "font": {"size": 14, "color": MUTED},
+        }
     ]
     return go.Figure(layout=layout)
 
@@ -92,7 +111,11 @@ def timeseries_figure(
     single = len(groups) == 1 and not stacked
     traces = [
         _trace(
-            name, part, divisor, hover, (colors or {}).get(name, PALETTE[i % len(PALETTE)]),
+            name,
+            part,
+            divisor,
+            hover,
+            (colors or {}).get(name, PALETTE[i % len(PALETTE)]),
             dash="dash" if name in dashed else None,
             stack=stacked and name not in dashed,
             fill=single,
@@ -149,6 +172,10 @@ def _y_axis(unit: Unit, largest: float) -> tuple[float, dict[str, Any], str]:
     if unit == "ratio":
         axis_range = [0, 1] if largest <= 1.0 else None
         return 1.0, {"tickformat": ".0%", "range": axis_range}, "%{y:.1%}"
+    if unit in ("seconds", "count"):
+        suffix = "s" if unit == "seconds" else ""
+        axis = {"title": {"text": suffix, "font": {"size": 11, "color": MUTED}}, "rangemode": "tozero"}
+        return 1.0, axis, f"%{{y:,.3~g}} {suffix}".rstrip()
     divisor, prefix = byte_scale(largest)
     suffix = f"{prefix}/s" if unit == "bytes/s" else prefix
     axis = {"title": {"text": suffix, "font": {"size": 11, "color": MUTED}}, "rangemode": "tozero"}

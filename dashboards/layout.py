@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+import plotly.graph_objects as go
 from dash import dcc, html
 
 from dashboards.figures import empty_figure
@@ -15,6 +16,8 @@ from dashboards.ranges import DEFAULT_RANGE, RANGES
 from dashboards.tiles import MISSING, Tile, placeholders
 
 URL = "url"
+PAGE = "page"
+PAGE_NAME = "page-name"
 HOST = "host"
 RANGE = "range"
 REFRESH = "refresh"
@@ -50,23 +53,37 @@ GRAPH_HEIGHT = 250
 GRAPH_CONFIG = dcc.Graph.Config(displayModeBar=False, displaylogo=False, scrollZoom=False)
 
 
+NAV = (("/", "Host"), ("/containers", "Containers"), ("/sites", "Sites"), ("/databases", "Databases"))
+"""The pages, in the order the navigation shows them."""
+
+
 def build_layout(hosts: list[str], refresh: timedelta) -> html.Div:
-    """The whole page for ``hosts`` (the first one selected), refreshing every ``refresh``."""
+    """The app shell for ``hosts`` (the first one selected), refreshing every ``refresh``; pages go in PAGE."""
     return html.Div(
         className="qwq",
         children=[
             header(hosts),
-            html.Main(
-                className="qwq-main",
-                children=[
-                    html.Section(id=TILES, className="qwq-tiles", children=render_tiles(placeholders())),
-                    html.Section(className="qwq-grid", children=[card(c) for c in CARDS]),
-                ],
-            ),
+            html.Div(id=PAGE, children=overview()),
             dcc.Location(id=URL, refresh=False),
             dcc.Interval(id=REFRESH, interval=refresh.total_seconds() * 1000, n_intervals=0),
         ],
     )
+
+
+def overview() -> html.Main:
+    """The host overview page: headline tiles and the graph grid."""
+    return html.Main(
+        className="qwq-main",
+        children=[
+            html.Section(id=TILES, className="qwq-tiles", children=render_tiles(placeholders())),
+            html.Section(className="qwq-grid", children=[card(c) for c in CARDS]),
+        ],
+    )
+
+
+def nav() -> html.Nav:
+    """Links to every page; the address bar's query (host, range) is kept by the address callback."""
+    return html.Nav(className="qwq-nav", children=[dcc.Link(title, href=path) for path, title in NAV])
 
 
 def header(hosts: list[str]) -> html.Header:
@@ -78,7 +95,8 @@ def header(hosts: list[str]) -> html.Header:
                 className="qwq-brand",
                 children=[
                     html.Span("qwq", className="qwq-logo"),
-                    html.Span("host overview", className="qwq-page"),
+                    html.Span("host overview", id=PAGE_NAME, className="qwq-page"),
+                    nav(),
                 ],
             ),
             html.Div(
@@ -111,21 +129,28 @@ def header(hosts: list[str]) -> html.Header:
 
 def card(spec: Card) -> html.Div:
     """One graph card; the graph starts as a "loading" figure until its callback answers."""
+    return graph_card(spec.title, spec.subtitle, empty_figure("Loading…"), graph_id=spec.graph)
+
+
+def graph_card(title: str, subtitle: str, figure: go.Figure, *, graph_id: str | None = None) -> html.Div:
+    """A titled card holding one graph."""
+    graph = dcc.Graph(
+        figure=figure,
+        config=GRAPH_CONFIG,
+        responsive=True,
+        className="qwq-graph",
+        style={"height": f"{GRAPH_HEIGHT}px"},
+    )
+    if graph_id:
+        graph.id = graph_id
     return html.Div(
         className="qwq-card",
         children=[
             html.Div(
                 className="qwq-card-head",
-                children=[html.H2(spec.title), html.Span(spec.subtitle, className="qwq-card-sub")],
+                children=[html.H2(title), html.Span(subtitle, className="qwq-card-sub")],
             ),
-            dcc.Graph(
-                id=spec.graph,
-                figure=empty_figure("Loading…"),
-                config=GRAPH_CONFIG,
-                responsive=True,
-                className="qwq-graph",
-                style={"height": f"{GRAPH_HEIGHT}px"},
-            ),
+            graph,
         ],
     )
 
@@ -148,4 +173,3 @@ def render_tile(tile: Tile) -> html.Div:
         children.append(html.Div(bar, className="qwq-gauge"))
     missing = " qwq-tile-missing" if tile.value == MISSING else ""
     return html.Div(children, className=f"qwq-tile qwq-level-{tile.level}{missing}", id=f"tile-{tile.key}")
-

@@ -15,7 +15,8 @@ import polars as pl
 import pytest
 
 from dashboards import create_dashboard
-from dashboards.layout import CARDS, CPU_BUSY, CPU_MODES, HOST, NETWORK, RANGE, REFRESH
+from dashboards.layout import CARDS, CPU_BUSY, CPU_MODES, HOST, NETWORK, PAGE, PAGE_NAME, RANGE, REFRESH
+from qwq_core.collector import samples
 from qwq_core.errors import StoreError
 from qwq_core.store import LocalStore
 
@@ -98,9 +99,10 @@ def call(client: Any, output: str, values: dict[str, Any], changed: str) -> dict
     def with_values(items: list[dict[str, str]]) -> list[dict[str, Any]]:
         return [{**item, "value": values[f"{item['id']}.{item['property']}"]} for item in items]
 
+    outputs = [{"id": id_, "property": prop} for id_, prop in targets]
     payload = {
         "output": spec["output"],
-        "outputs": [{"id": id_, "property": prop} for id_, prop in targets],
+        "outputs": outputs[0] if len(outputs) == 1 and not spec["output"].startswith("..") else outputs,
         "inputs": with_values(spec["inputs"]),
         "state": with_values(spec["state"]),
         "changedPropIds": [changed],
@@ -228,3 +230,44 @@ def test_store_error_blanks_only_the_failing_panel(filled: LocalStore, monkeypat
     assert "disk on fire" in json.dumps(figure["layout"]["annotations"])
     tiles = tick(client, "tiles.children")  # latest() still works: the tiles are unaffected
     assert "Memory used" in json.dumps(tiles)
+
+
+def container_samples(end: datetime, minutes: int = 10) -> pl.DataFrame:
+    """A running ``web`` and a stopped ``db`` container on the test host, one sample a minute."""
+    web = {"container": "web", "image": "nginx:1.27", "host": HOST_NAME}
+    db = {"container": "db", "image": "postgres:17", "host": HOST_NAME}
+    frames = [
+        samples(
+            end - timedelta(minutes=minutes - i),
+            [
+                ("container_up", web, 1.0),
+                ("container_cpu_usage_ratio", web, 0.1 * i),
+                ("container_memory_used_bytes", web, 2**20 * (10 + i)),
+                ("container_up", db, 0.0),
+            ],
+        )
+        for i in range(minutes)
+    ]
+    return pl.concat(frames)
+
+
+def test_fleet_pages_route_and_list_targets_with_drill_down(filled: LocalStore) -> None:
+    filled.write(container_samples(datetime.now(UTC) - timedelta(seconds=1)))
+    client = create_dashboard(filled).server.test_client()
+    routed = call(client, f"{PAGE}.children", {"url.pathname": "/containers"}, "url.pathname")
+    assert routed[PAGE_NAME]["children"] == "containers"
+    values = {
+        "url.pathname": "/containers",
+        "url.search": "?range=1h",
+        f"{HOST}.value": HOST_NAME,
+        f"{RANGE}.value": "1h",
+        f"{REFRESH}.n_intervals": 1,
+    }
+    table = json.dumps(call(client, "fleet-table.children", values, "url.pathname"))
+    assert table.index('"db"') < table.index('"web"')  # down first
+    assert "qwq-down" in table and "nginx:1.27" in table and "/containers?range=1h&target=container%3Dweb" in table
+    detail = call(client, "fleet-detail.children", {**values, "url.search": "?target=container%3Dweb"}, "url.search")
+    cards = json.dumps(detail)
+    assert '"CPU"' in cards and '"Memory"' in cards
+    cpu = detail["fleet-detail"]["children"][0]["props"]["children"][1]["props"]["figure"]
+    assert cpu["data"] and max(cpu["data"][0]["y"]) == pytest.approx(0.9)
