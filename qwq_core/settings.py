@@ -35,6 +35,8 @@ from pydantic import (
 from qwq_core.errors import ConfigError, ConfigIssue, QueryError
 from qwq_core.timeutil import format_duration, parse_duration
 
+_SECRETISH = re.compile(r"pass|secret|token|key|dsn|url|auth|header|credential", re.IGNORECASE)
+"""Keys whose rejected values are not echoed in errors: they may hold a password (URLs carry them too)."""
 ENV_PREFIX = "QWQ_"
 ENV_DELIMITER = "__"
 
@@ -234,7 +236,7 @@ def issues_from(
         env_name = ENV_PREFIX + ENV_DELIMITER.join(str(part) for part in loc).upper()
         where = f"environment variable {env_name}" if env_name in env else source
         reason = item["msg"].removeprefix("Value error, ")
-        if item["type"] not in ("missing", "extra_forbidden") and "input" in item:
+        if item["type"] not in ("missing", "extra_forbidden") and "input" in item and not _SECRETISH.search(key):
             reason += f" (got {item['input']!r})"
         issues.append(ConfigIssue(where, key, reason))
     return issues

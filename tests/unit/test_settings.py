@@ -114,3 +114,12 @@ def test_an_unreadable_announcement_is_no_server(tmp_path: Path) -> None:
     assert Announcement.read(tmp_path / "qwq.server.json") is None
     (tmp_path / "other.json").write_text('{"url": "http://x", "pid": 1, "store": "s"}')  # pid 1: init, not ours
     assert Announcement.read(tmp_path / "other.json") is not None  # alive (PermissionError or not) is alive
+
+
+def test_rejected_values_of_secret_looking_keys_are_not_echoed(tmp_path: Path) -> None:
+    config = tmp_path / "qwq.toml"
+    config.write_text('[server]\ntoken = 5\nport = "eighty"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, env={})
+    text = str(caught.value)
+    assert "'eighty'" in text and "server.token" in text and "(got 5)" not in text
