@@ -1,0 +1,1 @@
+"""Tests of alerting: rules, evaluation, alert states, intake, delivery and the notification pipeline."""
