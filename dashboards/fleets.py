@@ -97,7 +97,7 @@ SITES = Fleet(
     columns=(
         Column("status", ("site_status_code",), lambda v: f"{v:.0f}"),
         Column("response", ("site_response_seconds",), _seconds, where=(("phase", "total"),)),
-        Column("certificate", ("site_tls_expiry_seconds",), _days),
+        Column("certificate", ("site_tls_expiry_seconds",), _days, where=(("cert", "chain"),)),
     ),
     spark=Column("response", ("site_response_seconds",), _seconds, where=(("phase", "total"),)),
     graphs=(
