@@ -1,0 +1,1 @@
+"""Evaluation harnesses for the analytics: labelled data sets, scoring rules and baselines."""

@@ -1,0 +1,1 @@
+"""Tests of the analytics: anomaly detection, forecasting and their evaluation."""
