@@ -21,6 +21,7 @@ from rich.logging import RichHandler
 
 from qwq_core import __version__
 from qwq_core.announce import Announcement, announcement_path
+from qwq_core.cli import alerts_cli
 from qwq_core.cli.output import Format, err, out, print_frame, table
 from qwq_core.collector import build_collectors, configured, registry
 from qwq_core.connect import connect, live_server
@@ -46,6 +47,7 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Check or show the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(alerts_cli.silence_app, name="silence")
 
 ConfigOption = Annotated[
     Path | None,
@@ -288,6 +290,75 @@ def _targets(store: Store) -> list[dict[str, Any]]:
     latest = store.latest("*up", max_age="5m")
     down_events = store.events(since="24h", kind="target.down", limit=10_000)
     return target_table(latest, down_events.to_dicts()).sort(["up", "metric", "target"]).to_dicts()
+
+
+@app.command()
+def alerts(
+    state_filter: Annotated[
+        Literal["firing", "resolved", "active", "suppressed", "flapping"] | None,
+        typer.Option("--state", help="only alerts in this state."),
+    ] = None,
+    fmt: FormatOption = "table",
+) -> None:
+    """Alerts of the running server: status, labels, dedup counts, and what mutes them."""
+    alerts_cli.alerts(state.settings(), state_filter, fmt)
+
+
+@alerts_cli.silence_app.command("add")
+def silence_add(
+    matchers: Annotated[list[str], typer.Argument(help="label matchers, e.g. 'host=\"db1\"' 'alertname=~\"Disk.*\"'.")],
+    duration: Annotated[str | None, typer.Option("--for", help="how long, e.g. 2h (or give --until).")] = "1h",
+    until: Annotated[str | None, typer.Option(help="end time (RFC 3339).")] = None,
+    author: Annotated[str, typer.Option(help="who silences.")] = os.environ.get("USER", "cli"),
+    comment: Annotated[str, typer.Option(help="why.")] = "",
+    schedule: Annotated[str | None, typer.Option(help="cron expression: a recurring maintenance window.")] = None,
+    timezone: Annotated[str, typer.Option(help="time zone of --schedule.")] = "UTC",
+) -> None:
+    """Mute the alerts the matchers match, from now for --for (or until --until)."""
+    alerts_cli.silence_add(
+        state.settings(),
+        matchers,
+        None if until else duration,
+        ends_at=until,
+        created_by=author,
+        comment=comment,
+        schedule=schedule,
+        timezone=timezone,
+    )
+
+
+@alerts_cli.silence_app.command("list")
+def silence_list(
+    state_filter: Annotated[
+        Literal["pending", "active", "expired"] | None, typer.Option("--state", help="only these.")
+    ] = None,
+    fmt: FormatOption = "table",
+) -> None:
+    """Silences and maintenance windows."""
+    alerts_cli.silence_list(state.settings(), state_filter, fmt)
+
+
+@alerts_cli.silence_app.command("expire")
+def silence_expire(silence_id: Annotated[str, typer.Argument(help="the silence's id.")]) -> None:
+    """End a silence now."""
+    alerts_cli.silence_expire(state.settings(), silence_id)
+
+
+@app.command()
+def incidents(
+    status: Annotated[Literal["open", "resolved"] | None, typer.Option(help="only these.")] = None,
+    ack: Annotated[str | None, typer.Option(help="acknowledge this incident.")] = None,
+    resolve: Annotated[str | None, typer.Option(help="resolve this incident.")] = None,
+    by: Annotated[str, typer.Option(help="who acknowledges or resolves.")] = os.environ.get("USER", "cli"),
+    fmt: FormatOption = "table",
+) -> None:
+    """Incidents (correlated alerts) of the running server; --ack or --resolve one."""
+    settings = state.settings()
+    for incident_id, verb in ((ack, "acknowledge"), (resolve, "resolve")):
+        if incident_id:
+            alerts_cli.incident_change(settings, incident_id, verb, by)
+    if not (ack or resolve):
+        alerts_cli.incidents(settings, status, fmt)
 
 
 @config_app.command("check")

@@ -45,6 +45,13 @@ class RemoteStore(Store):
     def __repr__(self) -> str:
         return f"RemoteStore({self.url!r})"
 
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """A JSON request to the server's API (``path`` under ``/api/v1``); the ``data`` of its answer.
+
+        For the routes services add (alerts, silences, actions); errors become qwq's exceptions.
+        """
+        return self._request(method, path, **kwargs).json().get("data")
+
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._client.request(method, f"/api/v1{path}", **kwargs)
