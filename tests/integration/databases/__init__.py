@@ -1,0 +1,1 @@
+"""Database collectors (postgres, mysql, redis, mongodb) against real servers started on loopback."""
