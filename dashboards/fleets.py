@@ -178,11 +178,11 @@ def _cell(column: Column, mine: pl.DataFrame, up: dict[str, object]) -> str:
 
 
 def latest_value(column: Column, frame: pl.DataFrame) -> float | None:
-    """The newest value of the first of ``column.metrics`` present in ``frame``."""
+    """The newest value of the first of ``column.metrics`` in ``frame``, summed over its series."""
     for metric in column.metrics:
         found = frame.filter(pl.col("name") == metric, *_where(column, frame))
-        if found.height:
-            return float(found.sort("ts")["value"][-1])
+        if found.height:  # several series (connections by state, sizes by database) add up
+            return float(found.filter(pl.col("ts") == pl.col("ts").max())["value"].sum())
     return None
 
 

@@ -75,7 +75,7 @@ def registry() -> Registry[ServiceType]:
 
 def service_options(settings: Settings) -> Mapping[str, Mapping[str, Any]]:
     """Each service's raw table from the config, by service name."""
-    return {"alerting": settings.alerting, "analytics": settings.analytics}
+    return {"alerting": settings.alerting, "analytics": settings.analytics, "actions": settings.actions}
 
 
 def build_services(

@@ -135,6 +135,9 @@ class Settings(BaseModel):
     analytics: dict[str, Any] = Field(
         default_factory=dict, description="anomaly scoring and forecasting jobs (docs/analytics.md)"
     )
+    actions: dict[str, Any] = Field(
+        default_factory=dict, description="schedules, self-healing and remediation policies (docs/actions.md)"
+    )
 
     @property
     def store_path(self) -> Path:

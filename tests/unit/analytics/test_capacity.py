@@ -1,0 +1,73 @@
+"""Capacity planning: usage ratios from host metrics, and the analytics service's forecast job."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+import pytest
+
+from analytics.capacity import runs_out, usage_ratios
+from analytics.service import AnalyticsOptions, AnalyticsService
+from qwq_core.collector import samples
+from qwq_core.services import ServiceContext
+from qwq_core.settings import Settings
+from qwq_core.store import LocalStore
+from qwq_core.writer import BufferedWriter
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def host_history(hours: int = 7 * 24, growth: float = 0.2e9) -> pl.DataFrame:
+    """A week of one disk filling linearly (50 GB used of 100 GB, +growth per hour), memory flat at half."""
+    frames = []
+    for hour in range(hours):
+        used = 50e9 + hour * growth
+        disk = {"mountpoint": "/", "host": "h"}
+        frames.append(
+            samples(
+                START + timedelta(hours=hour),
+                [
+                    ("host_filesystem_used_bytes", disk, used),
+                    ("host_filesystem_free_bytes", disk, 100e9 - used),
+                    ("host_filesystem_files", disk, 1e6),
+                    ("host_filesystem_files_free", disk, 9e5),
+                    ("host_memory_used_bytes", {"host": "h"}, 4e9),
+                    ("host_memory_total_bytes", {"host": "h"}, 8e9),
+                ],
+            )
+        )
+    return pl.concat(frames, how="diagonal_relaxed")
+
+
+def test_usage_ratios_are_df_style_per_mountpoint_and_host_wide_for_memory() -> None:
+    ratios = usage_ratios(host_history(hours=2))
+    last = ratios.filter(pl.col("ts") == pl.col("ts").max())
+    values = {row["name"]: row["value"] for row in last.iter_rows(named=True)}
+    assert values == pytest.approx(
+        {"host_filesystem_used_ratio": 0.502, "host_filesystem_files_used_ratio": 0.1, "host_memory_used_ratio": 0.5}
+    )
+    assert last.filter(pl.col("name") == "host_memory_used_ratio")["mountpoint"].to_list() == [None]
+
+
+def test_the_filling_disk_runs_out_first_and_flat_resources_never() -> None:
+    found = runs_out(host_history(), threshold=0.9, horizon="30d")
+    assert found["name"].to_list()[0] == "host_filesystem_used_ratio"
+    hours = found["crossing_s"][0] / 3600  # 83.4 % used now, +0.2 points an hour: 33 h to 90 %
+    assert hours == pytest.approx(33, rel=0.15)
+    assert found["crossing_s"][1:].is_null().all()
+
+
+def test_the_capacity_job_writes_forecast_series_and_warns_once(store: LocalStore) -> None:
+    store.write(host_history())
+    writer = BufferedWriter(store)
+    service = AnalyticsService(AnalyticsOptions(), ServiceContext(Settings(), store, writer))
+    now = START + timedelta(days=7)
+    assert service.capacity(now) == 1
+    assert service.capacity(now) == 1
+    writer.flush()
+    series = store.latest("forecast_threshold_seconds", max_age="1000d")
+    assert set(series["bound"].to_list()) == {"expected", "earliest", "latest"}
+    assert set(series["metric"].to_list()) == {"host_filesystem_used_ratio"}
+    warnings = store.events(since=START, kind="capacity.forecast")
+    assert warnings.height == 1 and "reaches 0.9" in warnings["message"][0]
