@@ -30,7 +30,7 @@ import dash
 import plotly.graph_objects as go
 from dash import Input, Output, State, no_update
 
-from dashboards import fleet_page, layout, panels
+from dashboards import alerts_page, fleet_page, layout, panels
 from dashboards.figures import empty_figure
 from dashboards.fleets import FLEETS
 from dashboards.layout import build_layout, render_tiles
@@ -74,6 +74,7 @@ def create_dashboard(store: Store, refresh: timedelta = timedelta(seconds=5)) ->
     app.layout = lambda: build_layout(_hosts(store), refresh)
     _register_router(app)
     fleet_page.register(app, store)
+    alerts_page.register(app, store)
     _register_controls(app, store, refresh)
     _register_tiles(app, store)
     for name, (graphs, panel) in PANELS.items():
@@ -93,6 +94,10 @@ def _register_router(app: dash.Dash) -> None:
     @app.callback(Output(layout.PAGE, "children"), Output(layout.PAGE_NAME, "children"), Input(layout.URL, "pathname"))
     def route(path: str | None) -> tuple[Any, str]:
         """Show the page the address names; unknown paths get the host overview."""
+        if path == alerts_page.ALERTS_PATH:
+            return alerts_page.page(alerts_page.ALERTS_BODY, "Alerts"), "alerts"
+        if path == alerts_page.CAPACITY_PATH:
+            return alerts_page.page(alerts_page.CAPACITY_BODY, "Capacity"), "capacity"
         fleet = FLEETS.get(path or "/")
         if fleet is None:
             return layout.overview(), "host overview"

@@ -53,7 +53,14 @@ GRAPH_HEIGHT = 250
 GRAPH_CONFIG = dcc.Graph.Config(displayModeBar=False, displaylogo=False, scrollZoom=False)
 
 
-NAV = (("/", "Host"), ("/containers", "Containers"), ("/sites", "Sites"), ("/databases", "Databases"))
+NAV = (
+    ("/", "Host"),
+    ("/containers", "Containers"),
+    ("/sites", "Sites"),
+    ("/databases", "Databases"),
+    ("/alerts", "Alerts"),
+    ("/capacity", "Capacity"),
+)
 """The pages, in the order the navigation shows them."""
 
 

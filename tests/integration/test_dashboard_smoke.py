@@ -18,6 +18,7 @@ from dashboards import create_dashboard
 from dashboards.layout import CARDS, CPU_BUSY, CPU_MODES, HOST, NETWORK, PAGE, PAGE_NAME, RANGE, REFRESH
 from qwq_core.collector import samples
 from qwq_core.errors import StoreError
+from qwq_core.model import Event
 from qwq_core.store import LocalStore
 
 HOST_NAME = "web1"
@@ -271,3 +272,52 @@ def test_fleet_pages_route_and_list_targets_with_drill_down(filled: LocalStore) 
     assert '"CPU"' in cards and '"Memory"' in cards
     cpu = detail["fleet-detail"]["children"][0]["props"]["children"][1]["props"]["figure"]
     assert cpu["data"] and max(cpu["data"][0]["y"]) == pytest.approx(0.9)
+
+
+def test_alerts_and_capacity_pages_read_alert_series_events_and_forecasts(store: LocalStore) -> None:
+    now = datetime.now(UTC) - timedelta(seconds=1)
+    store.write(
+        samples(
+            now,
+            [
+                ("ALERTS", {"alertname": "DiskFull", "severity": "critical", "host": "h1", "alertstate": "firing"}, 1),
+                (
+                    "forecast_threshold_seconds",
+                    {"metric": "host_filesystem_used_ratio", "mountpoint": "/", "host": "h1", "bound": "expected"},
+                    2 * 86400,
+                ),
+                (
+                    "forecast_threshold_seconds",
+                    {"metric": "host_filesystem_used_ratio", "mountpoint": "/", "host": "h1", "bound": "earliest"},
+                    86400,
+                ),
+                (
+                    "forecast_threshold_seconds",
+                    {"metric": "host_filesystem_used_ratio", "mountpoint": "/", "host": "h1", "bound": "latest"},
+                    3 * 86400,
+                ),
+            ],
+        )
+    )
+    store.record(
+        [
+            Event(
+                "silence.created", "s", attrs={"id": "s1", "matchers": '{host="h9"}', "ends_at": "2999-01-01"}, ts=now
+            ),
+            Event(
+                "incident.opened",
+                "i",
+                attrs={"incident": "i1", "title": "DiskFull on h1", "labels": {"severity": "critical"}},
+                ts=now,
+            ),
+            Event("alert.firing", "DiskFull firing", ts=now),
+        ]
+    )
+    client = create_dashboard(store).server.test_client()
+    values = {"url.pathname": "/alerts", f"{RANGE}.value": "1h", f"{REFRESH}.n_intervals": 1}
+    page = json.dumps(call(client, "alerts-body.children", values, "url.pathname"))
+    for expected in ("DiskFull", "critical", "host=h1", '{host=\\"h9\\"}', "DiskFull on h1", "alert.firing"):
+        assert expected in page
+    values = {"url.pathname": "/capacity", f"{HOST}.value": "h1", f"{REFRESH}.n_intervals": 1}
+    capacity = json.dumps(call(client, "capacity-body.children", values, "url.pathname"))
+    assert "filesystem" in capacity and "2d 0h" in capacity and "1d 0h \\u2013 3d 0h" in capacity
