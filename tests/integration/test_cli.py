@@ -362,7 +362,7 @@ def test_status_without_a_server(filled_home: Path) -> None:
 
 def test_status_without_a_store(home: Path) -> None:
     report = json.loads(qwq(home, "status", "--format", "json").stdout)
-    assert report == {"running": False, "store": None, "collectors": []}
+    assert report == {"running": False, "store": None, "collectors": [], "targets": []}
 
 
 @pytest.mark.service
