@@ -78,6 +78,20 @@ def service_options(settings: Settings) -> Mapping[str, Mapping[str, Any]]:
     return {"alerting": settings.alerting, "analytics": settings.analytics, "actions": settings.actions}
 
 
+def validate_options(settings: Settings, *, types: Registry[ServiceType] | None = None, source: str = "config") -> None:
+    """Check every installed service's table without starting anything; one ConfigError lists all problems."""
+    tables = service_options(settings)
+    issues: list[ConfigIssue] = []
+    for plugin in (types or registry()).plugins():
+        if plugin.enabled and plugin.loaded is not None:
+            try:
+                plugin.loaded.Options.model_validate(tables.get(plugin.loaded.name, {}))
+            except ValidationError as exc:
+                issues += issues_from(exc, source, {}, prefix=(plugin.loaded.name,))
+    if issues:
+        raise ConfigError(issues)
+
+
 def build_services(
     context: ServiceContext, *, types: Registry[ServiceType] | None = None, source: str = "config"
 ) -> list[Service]:
@@ -122,4 +136,5 @@ __all__: Sequence[str] = [
     "registry",
     "routers",
     "service_options",
+    "validate_options",
 ]

@@ -30,6 +30,7 @@ from qwq_core.model import Event
 from qwq_core.runtime import collector_job, failure_reason
 from qwq_core.scheduler import Outcome, Scheduler
 from qwq_core.selectors import parse_label_filters
+from qwq_core.services import validate_options
 from qwq_core.settings import CollectorSettings, Settings, load_settings, override, read_toml, resolve_config_path
 from qwq_core.store.base import Store
 from qwq_core.store.local import LocalStore
@@ -371,6 +372,7 @@ def config_check() -> None:
     collectors = build_collectors(settings, lambda _: None, source=str(path or "defaults"))
     for collector in collectors:
         collector.close()
+    validate_options(settings, source=str(path or "defaults"))
     names = ", ".join(f"{c.name} ({c.type}, every {c.interval.total_seconds():g}s)" for c in collectors)
     out.print(f"[green]config OK[/] — {path or 'defaults (no config file)'}; collectors: {names or 'none'}")
 

@@ -72,3 +72,12 @@ def test_the_runtime_schedules_service_jobs_and_reports_their_failures(store: Lo
     ctx.writer.flush()
     failed = store.events(since=now - timedelta(days=1), kind="service.failed")
     assert failed["message"].to_list() == ["alerting.ping failed: RuntimeError: boom"]
+
+
+def test_validate_options_checks_tables_without_starting_services() -> None:
+    from qwq_core.services import validate_options
+
+    validate_options(Settings(alerting={"every": 3}), types=types())
+    with pytest.raises(ConfigError) as caught:
+        validate_options(Settings(alerting={"every": []}), types=types(), source="f.toml")
+    assert [(i.source, i.key) for i in caught.value.issues] == [("f.toml", "alerting.every")]
