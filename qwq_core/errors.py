@@ -11,6 +11,7 @@ pydantic, OS errors) are translated where they enter qwq, with the original kept
     │   └── StoreLockedError  another process holds the store's write lock
     ├── CollectorError     a collector failed or timed out (recorded as data, never raised out of the scheduler)
     ├── AuthError          a request to the REST API lacked the right bearer token
+    ├── ActionError        an action could not plan or apply: carries the target and what was rolled back
     └── RemoteError        a running qwq server answered with an error or could not be reached
 
 One mapping (:data:`HTTP_STATUS`, :func:`exit_code`) turns them into HTTP status codes and CLI exit codes.
@@ -71,6 +72,18 @@ class AuthError(QwqError):
     """A request to the REST API lacked the configured bearer token."""
 
 
+class ActionError(QwqError):
+    """An action could not plan or apply (a conflict, a missing dependency, a failed verification, a timeout).
+
+    ``target`` is the action's lock key when known; ``rolled_back`` lists what apply undid before raising.
+    """
+
+    def __init__(self, message: str, *, target: str | None = None, rolled_back: Sequence[str] = ()) -> None:
+        self.target = target
+        self.rolled_back = tuple(rolled_back)
+        super().__init__(message)
+
+
 class RemoteError(QwqError):
     """A running qwq server could not be reached or answered with an error."""
 
@@ -87,6 +100,7 @@ HTTP_STATUS: dict[type[QwqError], int] = {
     StoreError: 500,
     CollectorError: 500,
     AuthError: 401,
+    ActionError: 409,
     RemoteError: 502,
 }
 

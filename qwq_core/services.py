@@ -10,6 +10,7 @@ third-party package would::
         def __init__(self, options: Options, context: ServiceContext) -> None: ...
         def jobs(self) -> Sequence[Job]: ...              # periodic work, run by the runtime's scheduler
         def router(self) -> fastapi.APIRouter | None: ... # REST routes, mounted under /api/v1
+        def connect(self, services: Mapping[str, Service]) -> None: ...  # optional: meet the others by name
         def close(self) -> None: ...
 
 A service writes samples and events through ``context.writer`` (the same buffered writer collectors'
@@ -114,6 +115,11 @@ def build_services(
         for service in built:
             service.close()
         raise ConfigError(issues)
+    by_name = {type(service).name: service for service in built}  # type: ignore[attr-defined]
+    for service in built:
+        connect = getattr(service, "connect", None)
+        if callable(connect):
+            connect(by_name)
     return built
 
 

@@ -102,6 +102,11 @@ class AlertingService:
 
         return evaluate
 
+    def firing(self, now: datetime) -> list[Alert]:
+        """The alerts firing now (for remediation policies)."""
+        with self.lock:
+            return [view.alert for view in self.pipeline.alerts(now, "firing")]
+
     def ingest(self, alerts: Sequence[Alert], now: datetime) -> dict[str, int]:
         """Alerts sent in from outside (``POST /api/v1/alerts``) into the same pipeline."""
         with self.lock:

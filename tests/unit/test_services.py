@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import pytest
 from pydantic import BaseModel, ConfigDict
 
+from analytics.alerting.model import Alert
 from qwq_core.errors import ConfigError
 from qwq_core.model import Event
 from qwq_core.plugins import Registry
@@ -81,3 +82,14 @@ def test_validate_options_checks_tables_without_starting_services() -> None:
     with pytest.raises(ConfigError) as caught:
         validate_options(Settings(alerting={"every": []}), types=types(), source="f.toml")
     assert [(i.source, i.key) for i in caught.value.issues] == [("f.toml", "alerting.every")]
+
+
+def test_built_in_services_meet_each_other(store: LocalStore) -> None:
+    built = {type(s).name: s for s in build_services(context(store))}  # type: ignore[attr-defined]
+    assert set(built) == {"alerting", "analytics", "actions"}
+    actions, alerting = built["actions"], built["alerting"]
+    assert actions._firing == alerting.firing  # remediation reads the alerting service's firing alerts
+    actions._alert(Alert({"alertname": "RestartBudgetExhausted", "container": "web"}, datetime.now(UTC)))
+    assert [a["labels"]["alertname"] for a in (v.to_dict() for v in alerting.pipeline.alerts(datetime.now(UTC)))] == [
+        "RestartBudgetExhausted"
+    ]
