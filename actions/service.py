@@ -23,6 +23,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from actions.apps.state import AppsEnv
+from actions.apps.state import configure as configure_apps
 from actions.engine import Engine, RunResult, audit
 from actions.policies import AlertSink, Healer, Remediation, Remediator, RestartPolicy
 from actions.schedules import Schedule, ScheduleRunner
@@ -75,6 +77,8 @@ class ActionsService:
             default_timeout=options.default_timeout.total_seconds(),
             lock_wait=options.lock_wait.total_seconds(),
         )
+        self.apps = AppsEnv.from_settings(context.settings)
+        configure_apps(self.apps)  # app actions found through entry points use this home and these catalogs
         self._alerts: list[AlertSink] = []
         self._firing: Callable[[datetime], list[Alert]] | None = None
         emit = context.writer.add_events
@@ -120,8 +124,12 @@ class ActionsService:
         return jobs
 
     def router(self) -> Any:
-        """The REST routes (FastAPI imported only when serving)."""
-        return build_router(self.engine)
+        """The REST routes: actions, runs, audit, and the app store (FastAPI imported only when serving)."""
+        from actions.apps.api import build_router as apps_router
+
+        router = build_router(self.engine)
+        router.include_router(apps_router(self.engine, self.apps))
+        return router
 
     def close(self) -> None:
         """Close the engine's Docker client."""

@@ -138,6 +138,7 @@ class Settings(BaseModel):
     actions: dict[str, Any] = Field(
         default_factory=dict, description="schedules, self-healing and remediation policies (docs/actions.md)"
     )
+    apps: dict[str, Any] = Field(default_factory=dict, description="extra app catalogs (docs/apps.md)")
 
     @property
     def store_path(self) -> Path:

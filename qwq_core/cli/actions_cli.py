@@ -49,7 +49,7 @@ def parse_params(words: Sequence[str]) -> dict[str, Any]:
     return params
 
 
-def _settings() -> Settings:
+def cli_settings() -> Settings:
     from qwq_core.cli.main import state  # the main app's --config; imported late (main imports this module)
 
     return state.settings() if state.config is not None else load_settings()[0]
@@ -75,7 +75,7 @@ def open_engine(store: Any, settings: Settings) -> Engine:
 def _engine(store: str | None) -> Iterator[Engine]:
     from qwq_core.connect import connect
 
-    settings = _settings()
+    settings = cli_settings()
     with connect(store, settings=settings) as opened:
         engine = open_engine(opened, settings)
         try:
@@ -84,7 +84,7 @@ def _engine(store: str | None) -> Iterator[Engine]:
             engine.close()
 
 
-def _actor() -> str:
+def cli_actor() -> str:
     return f"cli:{getpass.getuser()}"
 
 
@@ -122,7 +122,7 @@ def plan_action(
 ) -> None:
     """Show what running NAME would change, without changing anything (nor auditing)."""
     with _engine(store) as engine:
-        plan = engine.plan(name, parse_params(params or []), actor=_actor())
+        plan = engine.plan(name, parse_params(params or []), actor=cli_actor())
     if fmt == "json":
         out.print_json(json.dumps(plan.as_dict(), default=str))
     elif plan.empty:
@@ -141,17 +141,17 @@ def run_action(
     store: StoreOption = None,
 ) -> None:
     """Run NAME: plan, apply with a progress bar, verify, audit. Exit code 1 if it failed."""
-    with _engine(store) as engine, _progress(fmt == "table") as report:
+    with _engine(store) as engine, cli_progress(fmt == "table") as report:
         result = engine.run(
-            name, parse_params(params or []), actor=_actor(), dry_run=dry_run, timeout=timeout, on_progress=report
+            name, parse_params(params or []), actor=cli_actor(), dry_run=dry_run, timeout=timeout, on_progress=report
         )
-    _print_result(result, fmt)
+    cli_print_result(result, fmt)
     if not result.ok:
         raise typer.Exit(1)
 
 
 @contextmanager
-def _progress(show: bool) -> Iterator[Any]:
+def cli_progress(show: bool) -> Iterator[Any]:
     """A rich progress bar on stderr fed by the engine's status updates (nothing when output is JSON)."""
     if not show:
         yield None
@@ -166,7 +166,7 @@ def _progress(show: bool) -> Iterator[Any]:
         yield report
 
 
-def _print_result(result: RunResult, fmt: str) -> None:
+def cli_print_result(result: RunResult, fmt: str) -> None:
     if fmt == "json":
         out.print_json(json.dumps(result.as_dict(), default=str))
         return
@@ -202,7 +202,7 @@ def audit_command(
     from actions.engine import audit
     from qwq_core.connect import connect
 
-    with connect(store, settings=_settings()) as opened:
+    with connect(store, settings=cli_settings()) as opened:
         frame = audit(
             opened, since=since, until=until, action=action, target=target, actor=actor, outcome=outcome, limit=limit
         )

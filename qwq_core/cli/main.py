@@ -23,6 +23,7 @@ from qwq_core import __version__
 from qwq_core.announce import Announcement, announcement_path
 from qwq_core.cli import alerts_cli
 from qwq_core.cli.actions_cli import action_app, audit_command
+from qwq_core.cli.apps_cli import apps_app
 from qwq_core.cli.output import Format, err, out, print_frame, table
 from qwq_core.collector import build_collectors, configured, registry
 from qwq_core.connect import connect, live_server
@@ -51,6 +52,7 @@ config_app = typer.Typer(help="Check or show the configuration.", no_args_is_hel
 app.add_typer(config_app, name="config")
 app.add_typer(alerts_cli.silence_app, name="silence")
 app.add_typer(action_app, name="action")
+app.add_typer(apps_app, name="apps")
 app.command("audit")(audit_command)
 
 ConfigOption = Annotated[
