@@ -1,0 +1,253 @@
+"""The online scorer: explicit, serialisable state for every series, advanced one point per series at a time.
+
+Per point, each method turns the series' past into evidence of how unusual the point is — the robust
+residual of the best smoothing model, above and below (spikes, seasonality breaks; :mod:`.residual`), CUSUMs
+of level and scale (level shifts, trend changes, variance changes, flatlines; :mod:`.changepoint`), k-means
+consensus (unfamiliar shapes; :mod:`.kmeans`), gaps and stuck values (:mod:`.missing`). Each becomes a
+p-value — through its own per-series tail model where the null distribution depends on the series — and the
+p-values are fused (:mod:`.combine`). A point is scored before it is learnt from, so a score depends on the
+series' past and the point only; after a point that looks anomalous, scales and profiles learn less, so an
+anomaly does not become the norm it is measured against.
+
+Counters (``name`` ending in ``_total``) are scored on their per-second rate, resets tolerated; the first
+point of a counter has no rate. A missing value (NaN or null) leaves the state untouched; the gap it leaves
+is judged at the next point. Points without a value or rate, or not newer than the last point seen for
+their series, get a null score; the first ``MIN_POINTS`` points of a series score 0.
+
+:meth:`OnlineDetector.update` is the whole API: give it any frame of new points (one or many per series) and
+get the frame back with ``anomaly_score``, ``is_anomaly`` and ``anomaly_onset`` (the first flagged point of
+an episode, for events). :meth:`OnlineDetector.state` / :meth:`OnlineDetector.from_state` save and restore
+everything as a ``dict`` of numpy arrays.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from analytics.anomaly.changepoint import ChangeStatistics
+from analytics.anomaly.combine import (
+    DEFAULT_SENSITIVITY,
+    Sensitivity,
+    TailModel,
+    false_positive_rate,
+    fuse,
+    score_from_p,
+)
+from analytics.anomaly.frames import Layout, attach, layout
+from analytics.anomaly.kmeans import RETRAIN, KMeansConsensus
+from analytics.anomaly.missing import Continuity
+from analytics.anomaly.residual import SeasonalResidual
+from analytics.anomaly.state import Arrays, FloatArray, Index
+
+MIN_POINTS = 20
+CONFIRM_P = 1e-6  # a level change this certain (stricter than any flag) resets the CUSUM and moves the levels
+_INTERVAL_GAIN = 0.05
+_MAX_RESCALE = 4.0
+_DOUBT = 1e-3  # after a point this unlikely, scales and profiles learn less (in proportion to p)
+_MIN_TRUST = 0.05
+STATISTICS = ("above", "below", "shape")
+WEIGHTS = (0.25, 0.25, 0.1, 0.15, 0.1, 0.1, 0.05)
+"""Bonferroni weights of the p-values: residual above and below, shape, level, variance, gap, stuck."""
+_PRIORS = {  # (90th percentile, log-moments of the excesses) of each statistic for Gaussian noise
+    "above": (2.7, 0.55, 0.47),
+    "below": (2.7, 0.55, 0.47),
+    "shape": (1.7, 0.33, 0.17),
+}
+
+
+class SeriesState(Arrays):
+    """Bookkeeping per series: points seen, last time and raw value, typical interval, alarm state."""
+
+    count: FloatArray
+    last_us: FloatArray
+    last_raw: FloatArray
+    interval_us: FloatArray
+    counter: FloatArray
+    alarm: FloatArray
+    last_p: FloatArray
+
+    def __init__(self) -> None:
+        zero = np.zeros(0)
+        super().__init__(
+            count=zero, last_us=zero, last_raw=zero, interval_us=zero, counter=zero, alarm=zero, last_p=zero
+        )
+
+    def defaults(self) -> dict[str, float]:
+        return {"last_us": -np.inf, "last_raw": np.nan, "last_p": 1.0}
+
+
+class OnlineDetector:
+    """Scores points as they arrive, keeping every series' state between calls.
+
+    ``sensitivity`` (a float in (0, 1] or ``"low"``/``"medium"``/``"high"``) sets the false-alarm rate per
+    point behind ``is_anomaly``: see :func:`analytics.anomaly.combine.false_positive_rate`.
+    """
+
+    def __init__(self, sensitivity: Sensitivity = DEFAULT_SENSITIVITY) -> None:
+        self.sensitivity = sensitivity
+        self.false_positive_rate = false_positive_rate(sensitivity)
+        self.keys: list[str] = []
+        self._rows: dict[str, int] = {}
+        self.series = SeriesState()
+        self.residual = SeasonalResidual()
+        self.change = ChangeStatistics()
+        self.kmeans = KMeansConsensus()
+        self.continuity = Continuity()
+        self.tails = {name: TailModel(_PRIORS[name]) for name in STATISTICS}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    # ---- the API -------------------------------------------------------------------------------------
+    def update(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """Score the points of ``frame`` in time order per series and learn from them.
+
+        ``frame`` has ``ts``, ``value`` and the text columns that identify a series (``name`` and labels);
+        returns it with ``anomaly_score`` (Float64 in [0, 1], null where not scored), ``is_anomaly`` and
+        ``anomaly_onset`` (Booleans).
+        """
+        plan = layout(frame)
+        rows = self._rows_for(plan)
+        score = np.full(len(plan.rows), np.nan)
+        flag = np.zeros(len(plan.rows), dtype=bool)
+        onset = np.zeros(len(plan.rows), dtype=bool)
+        contiguous = len(rows) > 0 and bool(np.all(np.diff(rows) == 1))
+        for step in range(len(plan.offsets) - 1):
+            lo, hi = int(plan.offsets[step]), int(plan.offsets[step + 1])
+            idx: Index = slice(int(rows[0]), int(rows[0]) + hi - lo) if contiguous else rows[: hi - lo]
+            score[lo:hi], flag[lo:hi], onset[lo:hi] = self._step(idx, plan.ts_us[lo:hi], plan.value[lo:hi])
+        scored = attach(frame, plan, score, flag)
+        onsets = np.zeros(frame.height, dtype=bool)
+        onsets[plan.rows] = onset
+        return scored.with_columns(pl.Series("anomaly_onset", onsets, dtype=pl.Boolean))
+
+    def state(self) -> dict[str, np.ndarray[Any, Any]]:
+        """Everything needed to resume: a ``dict`` of numpy arrays (``numpy.savez`` writes it as is)."""
+        saved: dict[str, np.ndarray[Any, Any]] = {
+            "keys": np.array(self.keys, dtype=str),
+            "sensitivity": np.array(str(self.sensitivity)),
+        }
+        for prefix, arrays in self._arrays().items():
+            saved.update(arrays.state(prefix))
+        return saved
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray[Any, Any]]) -> OnlineDetector:
+        """A detector that carries on from :meth:`state`'s output."""
+        text = str(state["sensitivity"])
+        detector = cls(text if text in ("low", "medium", "high") else float(text))  # type: ignore[arg-type]
+        detector.keys = [str(key) for key in state["keys"]]
+        detector._rows = {key: row for row, key in enumerate(detector.keys)}
+        for prefix, arrays in detector._arrays().items():
+            arrays.load(prefix, state)
+        return detector
+
+    # ---- internals -----------------------------------------------------------------------------------
+    def _arrays(self) -> dict[str, Arrays]:
+        named: dict[str, Arrays] = {
+            "series": self.series,
+            "residual": self.residual,
+            "change": self.change,
+            "kmeans": self.kmeans,
+            "continuity": self.continuity,
+        }
+        named.update({f"tail.{name}": tail for name, tail in self.tails.items()})
+        return named
+
+    def _rows_for(self, plan: Layout) -> np.ndarray:
+        """State rows of the plan's series by rank, adding rows for series never seen."""
+        new = [key for key in plan.keys if key not in self._rows]
+        if new:
+            first = len(self.keys)
+            for arrays in self._arrays().values():
+                arrays.grow(len(new))
+            self.keys.extend(new)
+            self._rows.update({key: first + i for i, key in enumerate(new)})
+            fresh = slice(first, first + len(new))
+            counter = dict(zip(plan.keys, plan.counter, strict=True))
+            self.series.counter[fresh] = [float(counter[key]) for key in new]
+            self.kmeans.offset[fresh] = [zlib.crc32(key.encode()) % RETRAIN for key in new]
+        return np.array([self._rows[key] for key in plan.keys], dtype=np.intp)
+
+    def _step(self, idx: Index, ts_us: FloatArray, raw: FloatArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Score one point for each series in ``idx``: (score, is_anomaly, onset); NaN score = not scored."""
+        series = self.series
+        last_us, last_raw = series.last_us[idx], series.last_raw[idx]
+        fresh = ts_us > last_us
+        elapsed = ts_us - last_us
+        counter = series.counter[idx] > 0
+        increase = np.where(raw >= last_raw, raw - last_raw, raw)  # a drop is a reset: counting restarted at 0
+        rate = np.where(np.isfinite(last_raw), increase, np.nan) / np.maximum(elapsed, 1.0) * 1e6
+        value = np.where(counter, rate, raw)
+        usable = fresh & np.isfinite(value)
+        series.last_raw[idx] = np.where(fresh & np.isfinite(raw), raw, last_raw)
+        series.last_us[idx] = np.where(fresh & np.isfinite(raw), ts_us, last_us)
+
+        score = np.full(len(raw), np.nan)
+        flag = np.zeros(len(raw), dtype=bool)
+        onset = np.zeros(len(raw), dtype=bool)
+        if not usable.any():
+            return score, flag, onset
+        rows = np.arange(series.count.shape[0])[idx]
+        sub: Index = idx if usable.all() else rows[usable]
+        p = self._pvalue(sub, ts_us[usable], value[usable], elapsed[usable])
+        score[usable] = score_from_p(p)
+        flag[usable] = p < self.false_positive_rate
+        onset[usable] = flag[usable] & (series.alarm[sub] == 0)
+        series.alarm[sub] = flag[usable].astype(float)
+        return score, flag, onset
+
+    def _pvalue(self, idx: Index, ts_us: FloatArray, y: FloatArray, elapsed: FloatArray) -> FloatArray:
+        """The fused p-value of each usable point, learning from it afterwards."""
+        series = self.series
+        count = series.count[idx].copy()  # a view when ``idx`` is a slice, and the count moves on below
+        interval = self._interval(idx, count, elapsed)
+        missing = np.where(count > 1, np.maximum(np.round(elapsed / np.maximum(interval, 1.0)) - 1.0, 0.0), 0.0)
+        # The previous point's fused p-value; floored, so a series that stays odd is learnt in the end.
+        trust = np.clip(series.last_p[idx] / _DOUBT, _MIN_TRUST, 1.0)
+        residual, scale = self.residual.step(idx, ts_us, y, interval, trust)
+        z = residual / np.maximum(scale, 1e-9 * np.abs(y) + 1e-12)
+        level, variance = self.change.step(idx, z)
+        gap, stuck = self.continuity.step(idx, y, missing)
+        # Squared where the null is roughly Gaussian: the square has a near-exponential tail, which the
+        # tail models fit best; heavier tails get a larger fitted shape.
+        # Each side of the residual has its own tail: skewed noise is often quiet on one side.
+        square = z**2
+        stats = {"above": np.where(z > 0, square, 0.0), "below": np.where(z < 0, square, 0.0)}
+        stats["shape"] = self.kmeans.step(idx, y) ** 2
+        tail = {name: self.tails[name].pvalue(idx, stat) for name, stat in stats.items()}
+        for name, stat in stats.items():
+            self.tails[name].update(idx, stat, tail[name])
+        self._adapt(idx, level, variance, scale)
+        series.count[idx] = count + 1
+        p = fuse([tail["above"], tail["below"], tail["shape"], level, variance, gap, stuck], WEIGHTS)
+        series.last_p[idx] = p
+        return np.where(count + 1 < MIN_POINTS, 1.0, p)
+
+    def _interval(self, idx: Index, count: FloatArray, elapsed: FloatArray) -> FloatArray:
+        """Each series' typical sampling interval, learnt robustly (a gap counts as at most two intervals)."""
+        known = count >= 1  # the first point has no elapsed time
+        elapsed = np.where(known, elapsed, 0.0)
+        interval = self.series.interval_us[idx]
+        interval = np.where(interval == 0, elapsed, interval)
+        step = np.clip(elapsed, 0.5 * interval, 2.0 * interval) - interval
+        interval = np.where(known, interval + _INTERVAL_GAIN * step, 0.0)
+        self.series.interval_us[idx] = interval
+        return interval
+
+    def _adapt(self, idx: Index, level: FloatArray, variance: FloatArray, scale: FloatArray) -> None:
+        """After a confirmed change, make the new level or scale the models' normal at once."""
+        rows = np.arange(self.series.count.shape[0])[idx]
+        shifted = level < CONFIRM_P
+        if shifted.any():
+            self.residual.relevel(rows[shifted], self.change.confirm_level(rows[shifted]) * scale[shifted])
+        changed = variance < CONFIRM_P
+        if changed.any():
+            # Only louder: a series gone quiet (stuck, stopped) is usually an outage that ends, and a scale
+            # shrunk to it would flag the return of normal noise at length.
+            factor = self.change.confirm_scale(rows[changed])
+            self.residual.rescale(rows[changed], np.clip(factor, 1.0, _MAX_RESCALE))

@@ -1,0 +1,315 @@
+"""The anomaly detector: its contract, what it finds, what it leaves alone, and the pieces it is made of."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+from analytics.anomaly import (
+    OnlineDetector,
+    anomaly_events,
+    correlate,
+    detect_anomalies,
+    detect_multivariate,
+    false_positive_rate,
+    score_samples,
+)
+from analytics.anomaly.combine import TailModel, fuse, score_from_p
+from analytics.anomaly.kmeans import fit
+
+START = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def frame(values: np.ndarray, *, step_s: float = 60, name: str = "x_ratio", **labels: str) -> pl.DataFrame:
+    """One series as a store frame: ``name``, ``ts``, ``value`` and the given labels."""
+    micros = int(START.timestamp() * 1e6) + (np.arange(len(values)) * step_s * 1e6).astype(np.int64)
+    return pl.DataFrame(
+        {
+            "name": name,
+            "ts": pl.Series(micros).cast(pl.Datetime("us", "UTC")),
+            "value": np.asarray(values, dtype=float),
+            **labels,
+        }
+    )
+
+
+def noise(size: int, seed: int = 0) -> np.ndarray:
+    return 10 + np.random.default_rng(seed).normal(size=size)
+
+
+def flagged(scored: pl.DataFrame) -> list[int]:
+    return np.flatnonzero(scored["is_anomaly"].to_numpy()).tolist()
+
+
+def episodes(scored: pl.DataFrame) -> list[int]:
+    """Where runs of flags start (a spike stays in the k-means feature window for a few points more)."""
+    flags = scored["is_anomaly"].to_numpy()
+    return np.flatnonzero(flags & ~np.r_[False, flags[:-1]]).tolist()
+
+
+# ---- the contract --------------------------------------------------------------------------------------
+def test_output_is_the_input_plus_score_and_flag_in_the_same_order() -> None:
+    given = pl.concat([frame(noise(300, 1), host="a"), frame(noise(300, 2), host="b")]).sample(
+        fraction=1.0, shuffle=True, seed=3
+    )
+    scored = detect_anomalies(given)
+    assert scored.columns == [*given.columns, "anomaly_score", "is_anomaly"]
+    assert scored.drop("anomaly_score", "is_anomaly").equals(given)
+    assert scored.schema["anomaly_score"] == pl.Float64 and scored.schema["is_anomaly"] == pl.Boolean
+    scores = scored["anomaly_score"].drop_nulls()
+    assert len(scores) == 600 and scores.min() >= 0 and scores.max() <= 1
+
+
+def test_a_frame_of_ts_and_value_alone_is_one_series() -> None:
+    values = noise(400)
+    values[300] += 12
+    scored = detect_anomalies(frame(values).select("ts", "value"))
+    assert episodes(scored) == [300] and max(flagged(scored)) <= 307
+
+
+def test_each_label_combination_is_its_own_series() -> None:
+    quiet, loud = noise(400, 1), noise(400, 2) * 50
+    both = pl.concat([frame(quiet, host="a"), frame(loud, host="b")])
+    alone = detect_anomalies(frame(quiet, host="a"))
+    together = detect_anomalies(both).filter(pl.col("host") == "a")
+    assert together["anomaly_score"].to_list() == alone["anomaly_score"].to_list()
+
+
+def test_missing_values_and_repeated_times_are_not_scored() -> None:
+    given = frame(noise(200))
+    given = pl.concat([given, given.tail(1)]).with_columns(
+        value=pl.when(pl.int_range(pl.len()) == 100).then(None).otherwise(pl.col("value"))
+    )
+    scored = detect_anomalies(given)
+    assert scored["anomaly_score"][100] is None and scored["anomaly_score"][200] is None
+    assert scored["anomaly_score"].null_count() == 2
+    assert not scored["is_anomaly"][100]
+
+
+def test_short_empty_and_constant_series() -> None:
+    assert detect_anomalies(frame(np.array([1.0, 2.0, 3.0])))["anomaly_score"].to_list() == [0.0, 0.0, 0.0]
+    empty = detect_anomalies(frame(np.array([])))
+    assert empty.height == 0 and "anomaly_score" in empty.columns
+    constant = np.full(300, 5.0)
+    constant[250] = 6.0
+    assert episodes(detect_anomalies(frame(constant)))[0] == 250
+
+
+def test_counters_are_scored_on_their_rate_and_resets_are_normal() -> None:
+    rate = 5 + np.random.default_rng(4).normal(size=600) * 0.5
+    rate[450:460] = 40  # a burst of requests
+    total = np.cumsum(rate * 10)
+    total[300:] -= total[299]  # the process restarted: the counter starts again from 0
+    scored = detect_anomalies(frame(total, step_s=10, name="http_requests_total"))
+    assert scored["anomaly_score"][0] is None
+    hits = flagged(scored)
+    assert hits and hits[0] == 450 and 300 not in hits
+
+
+def test_sensitivity_names_a_false_positive_rate() -> None:
+    assert false_positive_rate("low") == pytest.approx(1e-5)
+    assert false_positive_rate() == pytest.approx(1e-4)
+    assert false_positive_rate("high") == pytest.approx(1e-3)
+    assert false_positive_rate(1.0) == pytest.approx(1e-2)
+    for wrong in (0.0, 1.5, "extreme"):
+        with pytest.raises(ValueError, match="sensitivity"):
+            false_positive_rate(wrong)  # type: ignore[arg-type]
+
+
+def test_higher_sensitivity_flags_a_superset_and_scores_do_not_change() -> None:
+    values = noise(1500, 5)
+    values[700] += 5
+    values[1000:] += 1.5
+    runs = {level: detect_anomalies(frame(values), sensitivity=level) for level in ("low", "medium", "high")}
+    low, medium, high = (set(flagged(runs[level])) for level in ("low", "medium", "high"))
+    assert low <= medium <= high and len(high) > len(low)
+    assert runs["low"]["anomaly_score"].equals(runs["high"]["anomaly_score"])
+
+
+# ---- what it finds -------------------------------------------------------------------------------------
+def test_noise_alone_raises_few_false_alarms() -> None:
+    rng = np.random.default_rng(6)
+    series = [
+        frame(rng.normal(size=2000), host="gaussian"),
+        frame(rng.standard_t(4, size=2000), host="heavy"),
+        frame(rng.gamma(2.0, size=2000), host="skewed"),
+        frame(np.round(rng.normal(size=2000) * 2), host="integer"),
+        frame(np.cumsum(rng.normal(size=2000)), host="walk"),
+    ]
+    scored = detect_anomalies(pl.concat(series))
+    alarms = sum(len(episodes(part)) for part in scored.partition_by("host"))
+    assert alarms <= 3  # 10,000 points at 1e-4 expect about one
+
+
+@pytest.mark.parametrize(
+    ("kind", "within"),
+    [("spike", 1), ("level_shift", 10), ("variance", 25), ("trend", 60), ("stuck", 10)],
+)
+def test_finds_each_kind_of_anomaly_soon_after_it_starts(kind: str, within: int) -> None:
+    values = noise(1200, 7)
+    rng = np.random.default_rng(8)
+    match kind:
+        case "spike":
+            values[900] -= 8
+        case "level_shift":
+            values[900:] += 5
+        case "variance":
+            values[900:] += rng.normal(size=300) * 4
+        case "trend":
+            values[900:] += np.arange(300) * 0.1
+        case "stuck":
+            values[900:1000] = values[899]
+    hits = flagged(detect_anomalies(frame(values)))
+    assert hits and 900 <= hits[0] < 900 + within, hits[:5]
+    assert not [hit for hit in hits if hit < 900]
+
+
+def test_a_long_stop_is_flagged_where_the_data_returns_but_short_gaps_are_not() -> None:
+    given = frame(noise(1500, 9)).with_row_index("i")
+    kept = given.filter(~pl.col("i").is_in([300, 301, 600, 900, 901, 902]) & ~pl.col("i").is_between(1100, 1160))
+    scored = detect_anomalies(kept.drop("i"))
+    times = scored.filter(pl.col("is_anomaly"))["ts"].to_list()
+    assert times == [START + timedelta(minutes=1161)]
+
+
+def test_a_broken_daily_cycle_is_flagged_and_the_cycle_is_not() -> None:
+    step = 900  # 15 minutes: 96 points a day, six days
+    hours = np.arange(6 * 96) * step / 3600
+    values = 50 + 10 * np.sin(2 * np.pi * hours / 24) + np.random.default_rng(10).normal(size=len(hours))
+    values[5 * 96 + 20 : 5 * 96 + 50] = 50  # on the sixth day the cycle stops for 7.5 hours
+    hits = flagged(detect_anomalies(frame(values, step_s=step)))
+    assert hits and 5 * 96 + 20 <= hits[0] < 5 * 96 + 30
+    assert not [hit for hit in hits if hit < 5 * 96 + 20]
+
+
+# ---- online == batch, state ----------------------------------------------------------------------------
+def test_online_in_chunks_with_saved_state_equals_batch() -> None:
+    values = noise(900, 11)
+    values[500] += 9
+    series = pl.concat([frame(values, host="a"), frame(np.cumsum(noise(900, 12)), name="y_total", host="b")])
+    batch = detect_anomalies(series)
+    detector = OnlineDetector()
+    parts = []
+    for lo, hi in ((0, 100), (100, 101), (101, 640), (640, 900)):
+        chunk = series.filter(pl.int_range(pl.len()).over("host").is_between(lo, hi - 1))
+        parts.append(detector.update(chunk))
+        saved = io.BytesIO()
+        np.savez(saved, **detector.state())
+        saved.seek(0)
+        detector = OnlineDetector.from_state(dict(np.load(saved)))
+    assert len(detector) == 2
+    online = pl.concat(parts).sort("host", "ts")
+    expected = batch.sort("host", "ts")
+    assert online["anomaly_score"].to_list() == expected["anomaly_score"].to_list()
+    assert online["is_anomaly"].to_list() == expected["is_anomaly"].to_list()
+
+
+def test_onset_marks_the_first_point_of_each_episode() -> None:
+    values = noise(800, 13)
+    values[400:403] += 15
+    values[600] -= 15
+    scored = OnlineDetector().update(frame(values))
+    assert flagged(scored)[:3] == [400, 401, 402]
+    assert np.flatnonzero(scored["anomaly_onset"].to_numpy()).tolist() == [400, 600]
+
+
+# ---- what the running system records -------------------------------------------------------------------
+def test_score_samples_and_events_for_the_running_system() -> None:
+    values = noise(400, 14)
+    values[300] += 12
+    scored = OnlineDetector().update(frame(values, name="cpu_ratio", host="web1"))
+    samples = score_samples(scored)
+    assert samples.columns == ["name", "ts", "value", "metric", "host"]
+    assert samples["name"].unique().to_list() == ["anomaly_score"]
+    assert samples["metric"].unique().to_list() == ["cpu_ratio"] and samples.height == 400
+    events = anomaly_events(scored)
+    assert [(e.kind, e.attrs["series"], e.ts) for e in events] == [
+        ("anomaly.detected", 'cpu_ratio{host="web1"}', START + timedelta(minutes=300))
+    ]
+
+
+# ---- multivariate and correlation ----------------------------------------------------------------------
+def _host_frame(broken: bool) -> pl.DataFrame:
+    rng = np.random.default_rng(15)
+    load = rng.normal(size=600)
+    cpu = 0.5 + 0.1 * load + 0.01 * rng.normal(size=600)
+    memory = 2e9 + 1e8 * load + 1e7 * rng.normal(size=600)
+    if broken:
+        cpu[500] -= 0.25  # memory climbs while CPU falls: each value alone is plausible
+        memory[500] += 3e8
+    parts = [frame(cpu, step_s=10, name="cpu_ratio", host="a"), frame(memory, step_s=10, name="mem_bytes", host="a")]
+    return pl.concat(parts)
+
+
+def test_multivariate_flags_a_broken_relationship_and_names_the_metrics() -> None:
+    scored = detect_multivariate(_host_frame(broken=True), seed=1)
+    hits = scored.filter(pl.col("is_anomaly"))
+    assert hits["ts"].to_list() == [START + timedelta(seconds=5000)]
+    assert sorted(hits["top_metrics"][0].to_list()) == ["cpu_ratio{}", "mem_bytes{}"]
+    assert scored["anomaly_score"].is_between(0, 1).all()
+    assert detect_multivariate(_host_frame(broken=True), seed=1).equals(scored)
+    assert not detect_multivariate(_host_frame(broken=False), seed=1)["is_anomaly"].any()
+
+
+def test_correlate_ranks_the_series_that_moved_first() -> None:
+    rng = np.random.default_rng(16)
+    cause, effect, bystander = rng.normal(size=(3, 300))
+    cause[250:] += 6
+    effect[255:] += 8
+    given = pl.concat([frame(cause, name="queue"), frame(effect, name="latency"), frame(bystander, name="temperature")])
+    hints = correlate(given, START + timedelta(minutes=255), target={"name": "latency"})
+    assert hints["name"].to_list() == ["queue", "temperature"]
+    queue = hints.row(0, named=True)
+    assert queue["direction"] == "up" and queue["lead_s"] == 300 and queue["corr"] > 0.5
+    assert queue["score"] > 0.5 > hints["score"][1]
+
+
+# ---- the pieces ----------------------------------------------------------------------------------------
+def test_tail_model_p_values_match_an_exponential_tail() -> None:
+    rng = np.random.default_rng(17)
+    model = TailModel((1.0, 0.5, 0.4))
+    model.grow(1)
+    for x in rng.exponential(size=5000):
+        model.update(slice(0, 1), np.array([x]), model.pvalue(slice(0, 1), np.array([x])))
+    p = model.pvalue(slice(0, 1), np.array([np.log(100), np.log(1000)]))
+    assert 1 / 300 < p[0] < 3 / 100 and 1 / 3000 < p[1] < 3 / 1000 and p[1] < p[0]
+
+
+def test_fuse_and_score_mapping() -> None:
+    p = fuse([np.array([0.5, 1e-6]), np.array([1.0, 1e-3])], (0.5, 0.5))
+    assert p.tolist() == pytest.approx([1.0, 2e-6])
+    assert score_from_p(np.array([1.0, 1e-4, 1e-300])).tolist() == pytest.approx([0.0, 0.5, 300 / 304])
+
+
+def test_kmeans_finds_two_clusters() -> None:
+    rng = np.random.default_rng(18)
+    vectors = np.concatenate([rng.normal(size=(60, 6)), rng.normal(size=(60, 6)) + 10])[None]
+    centroids, median = fit(vectors)
+    assert sorted(np.round(centroids[0].mean(axis=1)).tolist()) == [0.0, 10.0]
+    assert 1.0 < median[0] < 4.0
+
+
+def test_correlate_keeps_series_that_lack_a_label_the_target_has() -> None:
+    from qwq_core.collector import samples as sample_frame
+
+    end = START + timedelta(hours=50)
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(300):
+        at = end - timedelta(minutes=10 * (300 - i))
+        jump = 0.6 if 270 <= i < 280 else 0.0
+        rows.append(
+            sample_frame(
+                at,
+                [
+                    ("cpu", {"host": "w"}, 0.3 + rng.normal(0, 0.02) + jump),  # no `app` label at all
+                    ("latency", {"host": "w", "app": "shop"}, 0.1 + rng.normal(0, 0.005) + jump),
+                ],
+            )
+        )
+    hints = correlate(pl.concat(rows, how="diagonal_relaxed"), end - timedelta(minutes=300), target={"app": "shop"})
+    assert hints["name"].to_list() == ["cpu"] and hints["corr"][0] > 0.9
