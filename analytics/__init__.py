@@ -1,1 +1,35 @@
-"""Analytics: pure functions over polars frames (forecasting, anomaly detection). Arrives with issue #5."""
+"""Analytics: pure functions over the polars frames ``Store.query`` returns (no I/O, no clock).
+
+Forecasting and capacity planning (:mod:`analytics.forecast`, :mod:`analytics.capacity`), anomaly
+detection (:mod:`analytics.anomaly`), alerting (:mod:`analytics.alerting`) and the evaluation harnesses
+(:mod:`analytics.evaluation`). See ``docs/analytics.md``.
+
+The names below are imported on first use: statsmodels and scikit-learn cost ~150 MB, and ``qwq up`` loads
+``analytics.alerting`` without needing them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOMES = {
+    "OnlineDetector": "analytics.anomaly",
+    "correlate": "analytics.anomaly",
+    "detect_anomalies": "analytics.anomaly",
+    "detect_multivariate": "analytics.anomaly",
+    "runs_out": "analytics.capacity",
+    "usage_ratios": "analytics.capacity",
+    "backtest": "analytics.forecast",
+    "forecast": "analytics.forecast",
+    "time_to_threshold": "analytics.forecast",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'analytics' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES[name]), name)
+    globals()[name] = value  # importing a submodule of the same name (correlate) bound the module here
+    return value

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from analytics.forecast import time_to_threshold
 from qwq_core.timeutil import DurationLike
 
 SOURCES = (
@@ -76,6 +75,8 @@ def runs_out(
     ``frame`` holds :data:`SOURCES` samples over the history to learn from. Columns as
     :func:`~analytics.forecast.time_to_threshold` returns them, rising direction.
     """
+    from analytics.forecast import time_to_threshold  # statsmodels: only where forecasts are made
+
     ratios = usage_ratios(frame)
     if ratios.is_empty():
         return ratios

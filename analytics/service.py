@@ -5,25 +5,37 @@ Jobs (thin wrappers: read the store, call the pure functions, write series and e
 - ``analytics.capacity`` (hourly): :func:`analytics.capacity.runs_out` over the last ``history`` of disk,
   inode and memory usage → ``forecast_threshold_seconds{metric, bound}`` series and a
   ``capacity.forecast`` event when a resource is expected to cross the threshold within ``warn_within``;
-- ``analytics.anomaly`` (every minute): see :mod:`analytics.anomaly_job`.
+- ``analytics.anomaly`` (every minute): the last minute of every series, averaged per minute, through one
+  :class:`~analytics.anomaly.OnlineDetector` → ``anomaly_score{metric, <labels>}`` series and an
+  ``anomaly.detected`` event at each onset. The detector's state is saved next to the store on close and
+  loaded at start, so a restart does not relearn every series.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
+import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
+from analytics.anomaly.combine import Sensitivity, false_positive_rate
+from analytics.anomaly.online import OnlineDetector
+from analytics.anomaly.output import anomaly_events, score_samples
 from analytics.capacity import SOURCES, runs_out
 from qwq_core.collector import samples
 from qwq_core.model import Event, MetricInfo, is_valid_label_name
 from qwq_core.scheduler import Job
+from qwq_core.selectors import name_glob
 from qwq_core.services import ServiceContext
 from qwq_core.settings import Duration
+from qwq_core.timeutil import floor_time
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +45,14 @@ FORECAST_METRICS = (
         "gauge",
         "seconds",
         "Seconds until the forecast of `metric` reaches the capacity threshold (bound: expected, earliest, latest).",
+    ),
+)
+ANOMALY_METRICS = (
+    MetricInfo(
+        "anomaly_score",
+        "gauge",
+        "ratio",
+        "How unusual the last minute of `metric` was, 0-1 (online detector: each point scored from its past).",
     ),
 )
 _BOUNDS = {"crossing_s": "expected", "earliest_s": "earliest", "latest_s": "latest"}
@@ -54,12 +74,29 @@ class CapacityOptions(BaseModel):
     )
 
 
+class AnomalyOptions(BaseModel):
+    """``[analytics.anomaly]``: always-on anomaly scoring of every series."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    interval: Duration = Field(default=timedelta(minutes=1), description="scoring step: one point per series")
+    sensitivity: Literal["low", "medium", "high"] = Field(
+        default="medium", description="expected false alarms per point: 1e-5, 1e-4, 1e-3"
+    )
+    exclude: list[str] = Field(
+        default_factory=lambda: ["anomaly_score", "forecast_*", "ALERTS", "qwq_*", "*_info", "*_up"],
+        description="name globs not scored (derived series, self-metrics, up/down states)",
+    )
+
+
 class AnalyticsOptions(BaseModel):
     """The ``[analytics]`` table."""
 
     model_config = ConfigDict(extra="forbid")
 
     capacity: CapacityOptions = Field(default_factory=CapacityOptions)
+    anomaly: AnomalyOptions = Field(default_factory=AnomalyOptions)
 
 
 class AnalyticsService:
@@ -72,14 +109,32 @@ class AnalyticsService:
         self.options = options
         self.context = context
         self._warned: set[str] = set()
-        context.writer.add_metrics(FORECAST_METRICS)
+        self.state_path = context.settings.store_path.with_name("qwq.anomaly-state.npz")
+        self.detector = load_detector(self.state_path, options.anomaly.sensitivity)
+        context.writer.add_metrics(FORECAST_METRICS + ANOMALY_METRICS)
 
     def jobs(self) -> Sequence[Job]:
         """The enabled jobs."""
-        capacity = self.options.capacity
-        if not capacity.enabled:
-            return []
-        return [Job("analytics.capacity", capacity.interval, self.capacity, timeout=timedelta(minutes=10))]
+        jobs = []
+        capacity, anomaly = self.options.capacity, self.options.anomaly
+        if capacity.enabled:
+            jobs.append(Job("analytics.capacity", capacity.interval, self.capacity, timeout=timedelta(minutes=10)))
+        if anomaly.enabled:
+            jobs.append(Job("analytics.anomaly", anomaly.interval, self.score, timeout=anomaly.interval))
+        return jobs
+
+    def score(self, now: datetime) -> int:
+        """Score the last complete interval of every series; returns how many points were anomalous."""
+        step = self.options.anomaly.interval
+        end = floor_time(now, step)
+        frame = self.context.store.query("*", since=end - step, until=end, step=step)
+        frame = frame.filter(~pl.any_horizontal(name_glob(g) for g in self.options.anomaly.exclude))
+        if frame.is_empty():
+            return 0
+        scored = self.detector.update(frame).filter(pl.col("anomaly_score").is_not_null())
+        self.context.writer.add(score_samples(scored))
+        self.context.writer.add_events(anomaly_events(scored, source="analytics"))
+        return int(scored["is_anomaly"].sum())
 
     def capacity(self, now: datetime) -> int:
         """Refresh the capacity forecasts; returns how many resources cross the threshold within the horizon."""
@@ -91,7 +146,7 @@ class AnalyticsService:
             ],
             how="diagonal_relaxed",
         )
-        found = runs_out(history, threshold=options.threshold, horizon=options.horizon)
+        found = forecast_in_child(history, options.threshold, options.horizon)
         if found.is_empty():
             return 0
         self.context.writer.add(forecast_samples(found, now))
@@ -112,7 +167,37 @@ class AnalyticsService:
         return events
 
     def close(self) -> None:
-        """Nothing held between runs."""
+        """Save the anomaly detector's state for the next start."""
+        if self.options.anomaly.enabled and len(self.detector):
+            try:
+                np.savez(self.state_path, **self.detector.state())  # type: ignore[arg-type]
+            except OSError as exc:
+                log.warning("cannot save the anomaly detector's state to %s: %s", self.state_path, exc)
+
+
+def forecast_in_child(history: pl.DataFrame, threshold: float, horizon: timedelta) -> pl.DataFrame:
+    """:func:`analytics.capacity.runs_out` in a short-lived process.
+
+    statsmodels, scipy and pandas add ~150 MB to whichever process imports them; an hourly job should not
+    keep that in ``qwq up`` for good, so the forecast runs where its memory is returned when it ends.
+    """
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(runs_out, history, threshold=threshold, horizon=horizon).result()
+
+
+def load_detector(path: Path, sensitivity: Sensitivity) -> OnlineDetector:
+    """The detector saved at ``path``, or a new one when there is none (or it cannot be read)."""
+    if path.is_file():
+        try:
+            with np.load(path) as saved:
+                detector = OnlineDetector.from_state({key: saved[key] for key in saved.files})
+            detector.sensitivity = sensitivity
+            detector.false_positive_rate = false_positive_rate(sensitivity)
+            return detector
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("anomaly detector state %s unreadable, starting afresh: %s", path, exc)
+    return OnlineDetector(sensitivity)
 
 
 def forecast_samples(found: pl.DataFrame, now: datetime) -> pl.DataFrame:
@@ -133,4 +218,11 @@ def forecast_samples(found: pl.DataFrame, now: datetime) -> pl.DataFrame:
     return samples(now, rows)
 
 
-__all__ = ["AnalyticsOptions", "AnalyticsService", "CapacityOptions", "forecast_samples"]
+__all__ = [
+    "AnalyticsOptions",
+    "AnalyticsService",
+    "AnomalyOptions",
+    "CapacityOptions",
+    "forecast_samples",
+    "load_detector",
+]

@@ -1,9 +1,11 @@
-"""Capacity planning: usage ratios from host metrics, and the analytics service's forecast job."""
+"""The analytics service: usage ratios, its capacity forecast job and its online anomaly job."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -71,3 +73,36 @@ def test_the_capacity_job_writes_forecast_series_and_warns_once(store: LocalStor
     assert set(series["metric"].to_list()) == {"host_filesystem_used_ratio"}
     warnings = store.events(since=START, kind="capacity.forecast")
     assert warnings.height == 1 and "reaches 0.9" in warnings["message"][0]
+
+
+def test_the_anomaly_job_scores_each_minute_flags_a_spike_once_and_keeps_its_state(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(7)
+    minutes = 240
+    values = 10 + rng.normal(0, 0.2, minutes)
+    values[200] = 30  # one spike
+    store.write(
+        pl.concat(
+            [
+                samples(START + timedelta(minutes=i, seconds=5), [("app_latency_seconds", {"app": "a"}, v)])
+                for i, v in enumerate(values)
+            ]
+        )
+    )
+    settings = Settings(store={"path": tmp_path / "qwq.duckdb"})
+    writer = BufferedWriter(store)
+    service = AnalyticsService(AnalyticsOptions(), ServiceContext(settings, store, writer))
+    for minute in range(1, minutes + 1):
+        service.score(START + timedelta(minutes=minute, seconds=30))
+    writer.flush()
+    scores = store.query("anomaly_score", since=START, until=START + timedelta(hours=5))
+    assert set(scores["metric"].to_list()) == {"app_latency_seconds"} and set(scores["app"].to_list()) == {"a"}
+    assert scores["value"].is_between(0, 1).all()
+    spike = scores.filter(pl.col("ts") == START + timedelta(minutes=201))["value"][0]
+    assert spike > 0.95 and spike == scores["value"].max()
+    events = store.events(since=START, kind="anomaly.detected")
+    assert any("app_latency_seconds" in m for m in events["message"].to_list())
+    service.close()
+    restored = AnalyticsService(AnalyticsOptions(), ServiceContext(settings, store, writer))
+    assert len(restored.detector) == 1
