@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from qwq_core.model import Event, MetricInfo
+from qwq_core.store import ingest
 from qwq_core.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,12 @@ class BufferedWriter:
         self._described: dict[str, MetricInfo] = {}
 
     def add(self, frame: pl.DataFrame) -> None:
-        """Buffer a normalised sample frame (see :func:`qwq_core.store.ingest.normalise`)."""
+        """Buffer a sample frame; it is checked and normalised here, so one bad frame raises in its writer's
+        code instead of failing every later flush (see :func:`qwq_core.store.ingest.normalise`)."""
         if frame.is_empty():
             return
+        if not ingest.is_normalised(frame):
+            frame = ingest.normalise(frame)
         with self._lock:
             self._frames.append(frame)
             self.stats.buffered += frame.height

@@ -20,6 +20,17 @@ def label_columns(frame: pl.DataFrame) -> list[str]:
     return sorted(c for c in frame.columns if c not in SAMPLE_COLUMNS)
 
 
+def is_normalised(frame: pl.DataFrame) -> bool:
+    """True when ``frame`` already has the canonical column types (a cheap schema check, no data read)."""
+    schema = frame.schema
+    return (
+        schema.get("name") == pl.String
+        and schema.get("ts") == TS
+        and schema.get("value") == pl.Float64
+        and all(schema[c] == pl.String for c in label_columns(frame))
+    )
+
+
 def normalise(frame: pl.DataFrame) -> pl.DataFrame:
     """Check ``frame`` and return it in canonical form; raises :class:`QueryError` naming the problem."""
     missing = [c for c in ("name", "ts", "value") if c not in frame.columns]

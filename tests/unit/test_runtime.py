@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from qwq_core.collector import CollectorContext, ConfiguredCollector, NoOptions, build_collectors, samples
-from qwq_core.errors import CollectorError, StoreError
+from qwq_core.errors import CollectorError, QueryError, StoreError
 from qwq_core.model import Event, MetricInfo
 from qwq_core.plugins import Registry
 from qwq_core.runtime import Runtime, prepare
@@ -209,3 +209,12 @@ def test_an_unexpected_flush_error_keeps_the_data_and_the_loop(store: LocalStore
     buggy.broken = False
     runtime._flush()
     assert store.query("kept", since=NOW - timedelta(minutes=1), until=NOW).height == 1
+
+
+def test_the_writer_normalises_frames_as_they_come_so_one_bad_frame_cannot_block_flushes(store: LocalStore) -> None:
+    writer = BufferedWriter(store)
+    writer.add(prepare(samples(NOW, [("a", {}, 1.0)]), "h"))  # normalised: naive UTC times
+    writer.add(samples(NOW, [("b", {}, 2.0)]))  # a service's frame: time-zone-aware times
+    with pytest.raises(QueryError):
+        writer.add(samples(NOW, [("bad name", {}, 3.0)]))
+    assert writer.flush() == 2
