@@ -35,21 +35,30 @@ class Plugin(Generic[T]):
 
 
 class Registry(Generic[T]):
-    """The plugins of one entry-point group, loaded lazily on first use."""
+    """The plugins of one entry-point group, each imported on first use.
+
+    :meth:`get` imports only the plugin asked for — a collector type nobody configured costs nothing, not
+    even its driver's import — while :meth:`plugins` imports them all (to list them with their state).
+    """
 
     def __init__(self, group: str, *, extra: dict[str, T] | None = None) -> None:
         """``extra`` registers plugins directly (tests, embedding applications); they win over entry points."""
         self.group = group
-        self._extra = dict(extra or {})
-        self._plugins: dict[str, Plugin[T]] | None = None
+        self._extra = {name: Plugin(name, repr(obj), None, obj) for name, obj in (extra or {}).items()}
+        self._entries: dict[str, EntryPoint] | None = None
+        self._loaded: dict[str, Plugin[T]] = {}
 
-    def _load(self) -> dict[str, Plugin[T]]:
-        if self._plugins is None:
-            plugins = {ep.name: self._load_one(ep) for ep in entry_points(group=self.group)}
-            for name, obj in self._extra.items():
-                plugins[name] = Plugin(name, repr(obj), None, obj)
-            self._plugins = plugins
-        return self._plugins
+    def _names(self) -> dict[str, EntryPoint]:
+        if self._entries is None:
+            self._entries = {ep.name: ep for ep in entry_points(group=self.group)}
+        return self._entries
+
+    def _plugin(self, name: str) -> Plugin[T] | None:
+        if name in self._extra:
+            return self._extra[name]
+        if name not in self._loaded and name in self._names():
+            self._loaded[name] = self._load_one(self._names()[name])
+        return self._loaded.get(name)
 
     def _load_one(self, entry: EntryPoint) -> Plugin[T]:
         distribution = entry.dist.name if entry.dist else None
@@ -60,14 +69,15 @@ class Registry(Generic[T]):
             return Plugin(entry.name, entry.value, distribution, None, f"{type(exc).__name__}: {exc}")
 
     def plugins(self) -> list[Plugin[T]]:
-        """Every plugin of the group, enabled or not, sorted by name."""
-        return sorted(self._load().values(), key=lambda p: p.name)
+        """Every plugin of the group, enabled or not, sorted by name (imports them all)."""
+        names = sorted({*self._names(), *self._extra})
+        return [plugin for name in names if (plugin := self._plugin(name)) is not None]
 
     def get(self, name: str) -> T:
         """The loaded plugin called ``name``; :class:`NotFoundError` says why when it cannot be had."""
-        plugin = self._load().get(name)
+        plugin = self._plugin(name)
         if plugin is None:
-            known = ", ".join(sorted(self._load())) or "none"
+            known = ", ".join(sorted({*self._names(), *self._extra})) or "none"
             raise NotFoundError(f"unknown {self.group} plugin {name!r} (available: {known})")
         if plugin.loaded is None:
             raise NotFoundError(f"{self.group} plugin {name!r} is disabled: {plugin.error}")
