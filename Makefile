@@ -48,6 +48,14 @@ bench: install  ## the benchmarks; each prints its figures
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_query.py
 	$(BIN)/python benchmarks/bench_overhead.py
+	$(BIN)/python benchmarks/bench_containers.py
+	$(BIN)/python benchmarks/bench_sites.py
+	$(BIN)/python benchmarks/bench_rules.py
+	$(BIN)/python benchmarks/bench_alert_noise.py
+	$(BIN)/python benchmarks/bench_forecast.py
+	$(BIN)/python benchmarks/bench_anomaly.py
+	$(BIN)/python benchmarks/eval_forecast.py
+	$(BIN)/python benchmarks/eval_detection.py
 
 screenshot: install  ## regenerate docs/dashboard.png (needs chromium)
 	$(BIN)/python docs/screenshot.py docs/dashboard.png
