@@ -223,10 +223,13 @@ class ContainerCollector:
             self.context.emit(event)
 
     def _report_container(self, info: ContainerInfo, now: datetime) -> None:
-        """A ``target.down`` event when a container seen running stops; ``target.up`` when it runs again."""
+        """``target.down`` when a container stops — or is found stopped by a failure (non-zero exit, dead,
+        restarting) the first time we look; ``target.up`` when it runs again. A container found cleanly
+        exited (code 0: a finished job) is only ``container_up 0``."""
         health = self._targets.get(info.name)
         if health is None:
-            if not info.running:  # down since before we looked: its state is in container_up
+            crashed = info.state in ("dead", "restarting") or info.exit_code not in (None, 0)
+            if not info.running and not crashed:
                 return
             health = self._targets[info.name] = TargetHealth(self.context.name)
         attrs = info.series_labels(self.host)
