@@ -6,11 +6,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from analytics.alerting.incidents import IncidentStatus
 from analytics.alerting.intake import parse_alerts
 from analytics.alerting.pipeline import AlertFilter
+from analytics.alerting.rules import RuleSpec
+from qwq_core.errors import QueryError
 from qwq_core.timeutil import parse_duration, utcnow
 
 if TYPE_CHECKING:
@@ -58,8 +60,27 @@ def build_router(service: AlertingService) -> APIRouter:
 
     @router.get("/alerts/rules")
     def rules() -> dict[str, Any]:
-        """The configured alerting rules."""
-        return {"data": [rule.model_dump(mode="json") for rule in service.options.rules]}
+        """The alerting rules: from the configuration, and added over the API."""
+        configured = [{**rule.model_dump(mode="json"), "origin": "config"} for rule in service.options.rules]
+        added = [{**rule.model_dump(mode="json"), "origin": "api"} for rule in list(service.api_rules.values())]
+        return {"data": configured + added}
+
+    @router.post("/alerts/rules", status_code=201)
+    def add_rule(rule: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        """Add or replace a rule (same keys as ``[[alerting.rules]]``), evaluated at the default interval."""
+        try:
+            spec = RuleSpec.model_validate(rule)
+        except ValidationError as exc:  # a bad rule is bad input (400), named key by key
+            reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
+            raise QueryError(f"invalid rule: {reasons}") from None
+        service.add_rule(spec, utcnow())
+        return {"data": spec.model_dump(mode="json")}
+
+    @router.delete("/alerts/rules/{name}")
+    def delete_rule(name: str) -> dict[str, Any]:
+        """Remove a rule added over the API; its alerts resolve."""
+        service.delete_rule(name, utcnow())
+        return {"data": {"name": name}}
 
     @router.get("/silences")
     def silences(state: Literal["pending", "active", "expired"] | None = None) -> dict[str, Any]:

@@ -13,6 +13,7 @@ State survives restarts: rule states and the pipeline are rebuilt from their eve
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 import polars as pl
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from analytics.alerting import source
 from analytics.alerting.delivery import Deliverer, ReceiverSpec
@@ -29,9 +30,11 @@ from analytics.alerting.pipeline import RESTORE_SQL, Pipeline, PipelineSpec, eve
 from analytics.alerting.routing import Route
 from analytics.alerting.rules import RuleSpec, RulesSettings
 from qwq_core.collector import samples
-from qwq_core.model import is_valid_label_name
+from qwq_core.errors import NotFoundError, QueryError
+from qwq_core.model import Event, is_valid_label_name
 from qwq_core.scheduler import Job
 from qwq_core.services import ServiceContext
+from qwq_core.store.base import Store
 from qwq_core.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -78,23 +81,62 @@ class AlertingService:
             send_resolved={r.name: r.send_resolved for r in options.receivers},
         )
         self._unknown_receivers: set[str] = set()
+        self.api_rules = restore_api_rules(context.store)
+        self._retire_unknown(now)
+
+    def _retire_unknown(self, now: datetime) -> None:
+        """End alerts of rules no longer configured (edited out of qwq.toml while qwq was down)."""
+        known = {rule.name for rule in self.options.rules} | set(self.api_rules)
+        update = self.states.retire(known, now)
+        if update.events:
+            self.context.writer.add_events(update.events)
+            self.pipeline.ingest(update.alerts, now)
 
     def jobs(self) -> Sequence[Job]:
-        """One rules job per distinct evaluation interval, and the notifier."""
-        by_interval: dict[timedelta, list[RuleSpec]] = {}
+        """One rules job per distinct evaluation interval (rules added over the API run at the default
+        one), and the notifier."""
+        by_interval: dict[timedelta, list[RuleSpec]] = {self.options.evaluation_interval: []}
         for rule in self.options.rules:
             by_interval.setdefault(self.options.due(rule), []).append(rule)
+        default = self.options.evaluation_interval
         jobs = [
-            Job(f"alerting.rules.{interval.total_seconds():g}s", interval, self._rules_job(rules), interval)
+            Job(
+                f"alerting.rules.{interval.total_seconds():g}s",
+                interval,
+                self._rules_job(rules, with_api_rules=interval == default),
+                interval,
+            )
             for interval, rules in sorted(by_interval.items())
         ]
         jobs.append(Job("alerting.notify", NOTIFY_INTERVAL, self.notify, timedelta(minutes=2)))
         return jobs
 
-    def _rules_job(self, rules: list[RuleSpec]) -> Any:
+    def add_rule(self, rule: RuleSpec, now: datetime) -> None:
+        """Add (or replace) a rule over the API; recorded as a ``rule.created`` event, so it survives restarts."""
+        if rule.name in {r.name for r in self.options.rules}:
+            raise QueryError(f"rule {rule.name!r} is defined in the configuration; change it there")
+        with self.lock:
+            self.api_rules[rule.name] = rule
+        self.context.writer.emit(
+            Event("rule.created", f"rule {rule.name} added", "alerting", attrs={"rule": rule.model_dump(mode="json")})
+        )
+
+    def delete_rule(self, name: str, now: datetime) -> None:
+        """Remove a rule added over the API, ending its alerts."""
+        with self.lock:
+            if name not in self.api_rules:
+                raise NotFoundError(f"no rule {name!r} was added over the API")
+            del self.api_rules[name]
+            self._retire_unknown(now)
+        self.context.writer.emit(Event("rule.deleted", f"rule {name} removed", "alerting", attrs={"name": name}))
+
+    def _rules_job(self, rules: list[RuleSpec], *, with_api_rules: bool) -> Any:
         def evaluate(now: datetime) -> int:
             with self.lock:  # states and pipeline are shared by every rules job and the notifier
-                update = source.run_rules(self.context.store, rules, self.states, now)
+                due = [*rules, *self.api_rules.values()] if with_api_rules else rules
+                if not due:
+                    return 0
+                update = source.run_rules(self.context.store, due, self.states, now)
                 self.pipeline.ingest(update.alerts, now)
             if update.firing:
                 self.context.writer.add(alert_samples(update.firing, now))
@@ -139,6 +181,24 @@ class AlertingService:
 
     def close(self) -> None:
         """Nothing to release: state lives in events, delivery threads end with their sends."""
+
+
+def restore_api_rules(store: Store) -> dict[str, RuleSpec]:
+    """The rules added over the API and not deleted since, from their events, oldest first."""
+    events = store.sql("SELECT kind, attrs FROM events WHERE kind IN ('rule.created', 'rule.deleted') ORDER BY id")
+    rules: dict[str, RuleSpec] = {}
+    for row in events.iter_rows(named=True):
+        attrs = json.loads(row["attrs"])
+        if row["kind"] == "rule.created":
+            try:
+                rule = RuleSpec.model_validate(attrs["rule"])
+            except ValidationError as exc:  # a rule a newer/older qwq wrote: skip it, say so
+                log.warning("ignoring a stored API rule that no longer validates: %s", exc)
+                continue
+            rules[rule.name] = rule
+        else:
+            rules.pop(attrs.get("name"), None)
+    return rules
 
 
 def alert_samples(firing: Sequence[Alert], now: datetime) -> pl.DataFrame:

@@ -87,3 +87,32 @@ def test_one_notification_over_many_cycles_then_one_resolve(server: Server, rece
         assert {"alert.firing", "alert.resolved"} <= kinds
         sent = remote.events(since=utcnow() - timedelta(minutes=5), kind="notification.sent")
         assert sent.height == 2 and "127.0.0.1" not in " ".join(sent["attrs"].to_list())
+
+
+def test_rules_added_over_the_api_fire_survive_a_restart_and_can_be_removed(tmp_path: Path) -> None:
+    config = (
+        '[store]\nflush_interval = "1s"\n[collectors.host]\nenabled = false\n[alerting]\nevaluation_interval = "1s"\n'
+    )
+    server = start_server(tmp_path / "home", config, wait_for=None)
+    rule = {
+        "name": "ProbeLow",
+        "query": {"metric": "probe_value", "agg": "last", "window": "5s"},
+        "condition": {"kind": "below", "threshold": 0.5},
+    }
+    try:
+        bad = httpx.post(server.url + "/api/v1/alerts/rules", json={"name": "x"})
+        assert bad.status_code == 400 and "query" in bad.json()["error"]["message"]
+        assert httpx.post(server.url + "/api/v1/alerts/rules", json=rule).status_code == 201
+        with RemoteStore(server.url) as remote:
+            feed(remote, 0.0, 4)
+        firing = httpx.get(server.url + "/api/v1/alerts", params={"state": "firing"}).json()["data"]
+        assert [a["labels"]["alertname"] for a in firing] == ["ProbeLow"]
+        server.stop()
+        server = start_server(tmp_path / "home", config, wait_for=None)  # same home: the rule is remembered
+        origins = {r["name"]: r["origin"] for r in httpx.get(server.url + "/api/v1/alerts/rules").json()["data"]}
+        assert origins == {"ProbeLow": "api"}
+        assert httpx.delete(server.url + "/api/v1/alerts/rules/ProbeLow").status_code == 200
+        assert httpx.get(server.url + "/api/v1/alerts/rules").json()["data"] == []
+        assert httpx.get(server.url + "/api/v1/alerts", params={"state": "firing"}).json()["data"] == []
+    finally:
+        server.stop()
