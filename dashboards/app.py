@@ -30,7 +30,7 @@ import dash
 import plotly.graph_objects as go
 from dash import Input, Output, State, no_update
 
-from dashboards import alerts_page, fleet_page, layout, panels
+from dashboards import actions_page, alerts_page, fleet_page, layout, panels
 from dashboards.figures import empty_figure
 from dashboards.fleets import FLEETS
 from dashboards.layout import build_layout, render_tiles
@@ -75,6 +75,7 @@ def create_dashboard(store: Store, refresh: timedelta = timedelta(seconds=5)) ->
     _register_router(app)
     fleet_page.register(app, store)
     alerts_page.register(app, store)
+    actions_page.register(app, store)
     _register_controls(app, store, refresh)
     _register_tiles(app, store)
     for name, (graphs, panel) in PANELS.items():
@@ -96,6 +97,8 @@ def _register_router(app: dash.Dash) -> None:
         """Show the page the address names; unknown paths get the host overview."""
         if path == alerts_page.ALERTS_PATH:
             return alerts_page.page(alerts_page.ALERTS_BODY, "Alerts"), "alerts"
+        if path == actions_page.ACTIONS_PATH:
+            return alerts_page.page(actions_page.ACTIONS_BODY, "Actions"), "actions"
         if path == alerts_page.CAPACITY_PATH:
             return alerts_page.page(alerts_page.CAPACITY_BODY, "Capacity"), "capacity"
         fleet = FLEETS.get(path or "/")

@@ -60,6 +60,7 @@ NAV = (
     ("/databases", "Databases"),
     ("/alerts", "Alerts"),
     ("/capacity", "Capacity"),
+    ("/actions", "Actions"),
 )
 """The pages, in the order the navigation shows them."""
 

@@ -321,3 +321,31 @@ def test_alerts_and_capacity_pages_read_alert_series_events_and_forecasts(store:
     values = {"url.pathname": "/capacity", f"{HOST}.value": "h1", f"{REFRESH}.n_intervals": 1}
     capacity = json.dumps(call(client, "capacity-body.children", values, "url.pathname"))
     assert "filesystem" in capacity and "2d 0h" in capacity and "1d 0h \\u2013 3d 0h" in capacity
+
+
+def test_actions_page_lists_installed_apps_and_the_audit_trail(store: LocalStore) -> None:
+    now = datetime.now(UTC) - timedelta(seconds=1)
+    store.record(
+        [
+            Event("app.installed", "i", attrs={"app": "web", "version": "1", "params": {"port": 8080}}, ts=now),
+            Event("app.installed", "i", attrs={"app": "gone", "version": "1"}, ts=now),
+            Event("app.upgraded", "u", attrs={"app": "web", "version": "2", "params": {"port": 8080}}, ts=now),
+            Event("app.uninstalled", "x", attrs={"app": "gone"}, ts=now),
+            Event(
+                "action.failed",
+                "f",
+                attrs={
+                    "actor": "cli:root",
+                    "action": "apps.install",
+                    "target": "app:db",
+                    "outcome": "failed",
+                    "error": "port 5432 in use",
+                },
+                ts=now,
+            ),
+        ]
+    )
+    client = create_dashboard(store).server.test_client()
+    values = {"url.pathname": "/actions", f"{RANGE}.value": "1h", f"{REFRESH}.n_intervals": 1}
+    page = json.dumps(call(client, "actions-body.children", values, "url.pathname"))
+    assert "port=8080" in page and '"gone"' not in page and "port 5432 in use" in page and "qwq-row-down" in page
