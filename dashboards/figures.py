@@ -159,6 +159,36 @@ def _groups(frame: pl.DataFrame, by: str, order: Sequence[str] = ()) -> list[tup
     return [(str(name), parts[name]) for name in names]
 
 
+ANOMALY_COLOR = "#f2495c"
+
+
+def add_anomaly_markers(figure: go.Figure, scores: pl.DataFrame, threshold: float = 0.5) -> go.Figure:
+    """Mark the times ``scores`` (``ts, value, metric, <labels>``) reach ``threshold``: red triangles along
+    the top of the graph, hovering which series and how unusual. The figure's own y axis is untouched."""
+    hits = scores.filter(pl.col("value") >= threshold).sort("ts") if not scores.is_empty() else scores
+    if hits.is_empty():
+        return figure
+    labels = [c for c in hits.columns if c not in ("ts", "value", "name", "metric", "host", "series_id")]
+    text = [
+        f"{row['metric']}{{{', '.join(f'{k}={row[k]}' for k in labels if row.get(k))}}} score {row['value']:.2f}"
+        for row in hits.iter_rows(named=True)
+    ]
+    figure.add_trace(
+        go.Scatter(
+            x=_timestamps(hits["ts"]),
+            y=[1.0] * hits.height,
+            yaxis="y2",
+            mode="markers",
+            marker={"symbol": "triangle-down", "size": 9, "color": ANOMALY_COLOR},
+            name="anomaly",
+            hovertext=text,
+            hovertemplate="%{hovertext}<extra>anomaly</extra>",
+        )
+    )
+    figure.update_layout(yaxis2={"overlaying": "y", "range": [0, 1.04], "visible": False, "fixedrange": True})
+    return figure
+
+
 def _largest(frame: pl.DataFrame, stacked: bool = False) -> float:
     """The highest point a frame reaches on the y axis (per timestamp sum when stacked)."""
     if frame.is_empty():

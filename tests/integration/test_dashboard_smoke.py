@@ -349,3 +349,31 @@ def test_actions_page_lists_installed_apps_and_the_audit_trail(store: LocalStore
     values = {"url.pathname": "/actions", f"{RANGE}.value": "1h", f"{REFRESH}.n_intervals": 1}
     page = json.dumps(call(client, "actions-body.children", values, "url.pathname"))
     assert "port=8080" in page and '"gone"' not in page and "port 5432 in use" in page and "qwq-row-down" in page
+
+
+def test_graphs_mark_the_anomalies_scored_for_their_metrics(filled: LocalStore) -> None:
+    at = datetime.now(UTC) - timedelta(minutes=5)
+    filled.write(
+        samples(
+            at,
+            [
+                (
+                    "anomaly_score",
+                    {"metric": "host_network_receive_bytes_total", "device": "eth0", "host": HOST_NAME},
+                    0.97,
+                ),
+                (
+                    "anomaly_score",
+                    {"metric": "host_network_transmit_bytes_total", "device": "eth0", "host": HOST_NAME},
+                    0.1,
+                ),
+                ("anomaly_score", {"metric": "host_load1", "host": HOST_NAME}, 0.99),
+            ],
+        )
+    )
+    client = create_dashboard(filled).server.test_client()
+    network = figures(client, NETWORK)[NETWORK]
+    (marks,) = [trace for trace in network["data"] if trace["name"] == "anomaly"]
+    assert len(marks["x"]) == 1 and "host_network_receive_bytes_total" in marks["hovertext"][0]
+    cpu = figures(client, CPU_BUSY)[CPU_BUSY]
+    assert not [trace for trace in cpu["data"] if trace["name"] == "anomaly"]  # load1 is not a CPU graph metric
