@@ -56,8 +56,8 @@ class LabelledSet:
 
 def labelled_sets(scale: float, seed: int, tune_seed: int, trace: Path, tune_trace: Path) -> list[LabelledSet]:
     """The synthetic set and the host-trace set (tuned on ``tune_trace``), sized by ``scale`` (1.0: full sets)."""
-    per_kind = max(1, round(16 * scale))
-    copies = max(1, round(16 * scale))
+    per_kind = max(1, round(40 * scale))
+    copies = max(1, round(40 * scale))
     points = synthetic.POINTS if scale >= 0.5 else max(864, round(synthetic.POINTS * scale))
     trace_points = None if scale >= 0.5 else 600
     controls = None if scale >= 0.5 else max(1, round(17 * scale))

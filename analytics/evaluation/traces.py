@@ -64,7 +64,8 @@ KEPT: tuple[tuple[str, dict[str, str | None]], ...] = (
     ("host_network_receive_bytes_total", {"device": "eth0"}),
     ("host_network_transmit_bytes_total", {"device": "eth0"}),
 )
-"""The recorded series: (metric, labels that must match; ``None`` = label absent)."""
+"""The recorded series: (metric, labels that must match; ``None`` = label absent). The devices are those of
+the machine the shipped traces were recorded on; a recording elsewhere keeps the series it finds."""
 AVERAGED = ("host_cpu_usage_ratio",)
 """Metrics measured over the collector's interval: a longer interval averages them."""
 EVERY = 5
