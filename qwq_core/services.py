@@ -79,42 +79,36 @@ def service_options(settings: Settings) -> Mapping[str, Mapping[str, Any]]:
     return {"alerting": settings.alerting, "analytics": settings.analytics, "actions": settings.actions}
 
 
-def validate_options(settings: Settings, *, types: Registry[ServiceType] | None = None, source: str = "config") -> None:
-    """Check every installed service's table without starting anything; one ConfigError lists all problems."""
+def _configured(
+    settings: Settings, types: Registry[ServiceType] | None, source: str
+) -> list[tuple[ServiceType, BaseModel]]:
+    """Every installed service type with its validated table; one ConfigError lists every invalid key."""
     tables = service_options(settings)
+    found: list[tuple[ServiceType, BaseModel]] = []
     issues: list[ConfigIssue] = []
     for plugin in (types or registry()).plugins():
-        if plugin.enabled and plugin.loaded is not None:
-            try:
-                plugin.loaded.Options.model_validate(tables.get(plugin.loaded.name, {}))
-            except ValidationError as exc:
-                issues += issues_from(exc, source, {}, prefix=(plugin.loaded.name,))
+        if not plugin.enabled or plugin.loaded is None:
+            continue
+        kind = plugin.loaded
+        try:
+            found.append((kind, kind.Options.model_validate(tables.get(kind.name, {}))))
+        except ValidationError as exc:
+            issues += issues_from(exc, source, {}, prefix=(kind.name,))
     if issues:
         raise ConfigError(issues)
+    return found
+
+
+def validate_options(settings: Settings, *, types: Registry[ServiceType] | None = None, source: str = "config") -> None:
+    """Check every installed service's table without starting anything; one ConfigError lists all problems."""
+    _configured(settings, types, source)
 
 
 def build_services(
     context: ServiceContext, *, types: Registry[ServiceType] | None = None, source: str = "config"
 ) -> list[Service]:
     """Instantiate every installed service with its table. Raises one ConfigError listing every invalid key."""
-    types = types or registry()
-    tables = service_options(context.settings)
-    built: list[Service] = []
-    issues: list[ConfigIssue] = []
-    for plugin in types.plugins():
-        if not plugin.enabled or plugin.loaded is None:
-            continue
-        kind = plugin.loaded
-        try:
-            options = kind.Options.model_validate(tables.get(kind.name, {}))
-        except ValidationError as exc:
-            issues += issues_from(exc, source, {}, prefix=(kind.name,))
-            continue
-        built.append(kind(options, context))
-    if issues:
-        for service in built:
-            service.close()
-        raise ConfigError(issues)
+    built = [kind(options, context) for kind, options in _configured(context.settings, types, source)]
     by_name = {type(service).name: service for service in built}  # type: ignore[attr-defined]
     for service in built:
         connect = getattr(service, "connect", None)

@@ -6,14 +6,11 @@ from the store's announcement file, the token from the settings) and say so when
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Annotated, Any, Literal
 
-import polars as pl
 import typer
 
-from qwq_core.cli.output import Format, out, print_frame
+from qwq_core.cli.output import Format, out, print_rows
 from qwq_core.connect import live_server
 from qwq_core.errors import RemoteError
 from qwq_core.settings import Settings
@@ -31,23 +28,6 @@ def server(settings: Settings) -> RemoteStore:
     return RemoteStore(running.url, token=settings.server.token_value())
 
 
-def show(rows: list[dict[str, Any]], columns: list[str], fmt: Format, title: str) -> None:
-    """Print API rows: the chosen columns as a table, everything as JSON."""
-    if fmt == "json":
-        sys.stdout.write(json.dumps(rows, default=str) + "\n")
-        return
-    flat = [{c: _text(row.get(c)) for c in columns} for row in rows]
-    print_frame(pl.DataFrame(flat, schema=dict.fromkeys(columns, pl.String)), fmt, title=title)
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items())
-    if isinstance(value, list):
-        return ", ".join(map(str, value))
-    return "" if value is None else str(value)
-
-
 def alerts(
     settings: Settings,
     state: Literal["firing", "resolved", "active", "suppressed", "flapping"] | None,
@@ -57,7 +37,7 @@ def alerts(
     with server(settings) as api:
         rows = api.call("GET", "/alerts", params={"state": state} if state else None)
     columns = ["status", "labels", "starts_at", "received", "duplicates", "silenced_by", "inhibited_by", "incident"]
-    show(rows, columns, fmt, "alerts")
+    print_rows(rows, columns, fmt, "alerts")
 
 
 def silence_add(settings: Settings, matchers: list[str], duration: str | None, **fields: Any) -> None:
@@ -72,7 +52,7 @@ def silence_list(settings: Settings, state: str | None, fmt: Format) -> None:
     """List silences."""
     with server(settings) as api:
         rows = api.call("GET", "/silences", params={"state": state} if state else None)
-    show(
+    print_rows(
         rows, ["id", "state", "matchers", "starts_at", "ends_at", "created_by", "comment", "schedule"], fmt, "silences"
     )
 
@@ -88,7 +68,7 @@ def incidents(settings: Settings, status: str | None, fmt: Format) -> None:
     """List incidents."""
     with server(settings) as api:
         rows = api.call("GET", "/incidents", params={"status": status} if status else None)
-    show(rows, ["id", "status", "severity", "title", "opened_at", "acknowledged_by", "alerts"], fmt, "incidents")
+    print_rows(rows, ["id", "status", "severity", "title", "opened_at", "acknowledged_by", "alerts"], fmt, "incidents")
 
 
 def incident_change(settings: Settings, incident_id: str, verb: str, by: str) -> None:

@@ -14,11 +14,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import polars as pl
 import typer
 
 from qwq_core.cli.actions_cli import cli_actor, cli_print_result, cli_progress, cli_settings, parse_params
-from qwq_core.cli.output import out, print_frame
+from qwq_core.cli.output import cell_text, out, print_rows
 
 if TYPE_CHECKING:
     from actions.apps.state import AppsEnv
@@ -71,22 +70,6 @@ def _run(action: str, params: dict[str, Any], dry_run: bool, fmt: str, store: st
         raise typer.Exit(1)
 
 
-def _show(rows: list[dict[str, Any]], columns: Sequence[str], fmt: str, title: str) -> None:
-    if fmt == "json":
-        sys.stdout.write(json.dumps(rows, default=str) + "\n")
-        return
-    frame = pl.DataFrame(
-        [{c: _text(r.get(c)) for c in columns} for r in rows], schema=dict.fromkeys(columns, pl.String)
-    )
-    print_frame(frame, "table", title=title)
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, list):
-        return ", ".join(map(str, value))
-    return "" if value is None else str(value)
-
-
 def _catalog_rows(search: str | None) -> list[dict[str, Any]]:
     from actions.apps.catalog import describe
 
@@ -100,7 +83,7 @@ def _catalog_rows(search: str | None) -> list[dict[str, Any]]:
 @apps_app.command("list")
 def list_apps(fmt: FormatOption = "table") -> None:
     """List the apps in the catalogs (newest version of each)."""
-    _show(_catalog_rows(None), ["name", "version", "category", "description", "source"], fmt, "apps")
+    print_rows(_catalog_rows(None), ["name", "version", "category", "description", "source"], fmt, "apps")
 
 
 @apps_app.command("search")
@@ -109,7 +92,7 @@ def search_apps(
     fmt: FormatOption = "table",
 ) -> None:
     """Search the catalogs."""
-    _show(_catalog_rows(text), ["name", "version", "category", "description"], fmt, f"apps matching {text!r}")
+    print_rows(_catalog_rows(text), ["name", "version", "category", "description"], fmt, f"apps matching {text!r}")
 
 
 @apps_app.command("show")
@@ -129,14 +112,14 @@ def show_app(
     out.print(f"[bold]{data['name']}[/] {data['version']} ({data['category']}) — {data['description']}")
     out.print(f"versions: {', '.join(data['versions'])}; from {data['source']}", highlight=False)
     params = [
-        {"param": k, **{f: _text(v.get(f)) for f in ("type", "default", "description")}}
+        {"param": k, **{f: cell_text(v.get(f)) for f in ("type", "default", "description")}}
         for k, v in data["params"].items()
     ]
-    _show(params, ["param", "type", "default", "description"], "table", "parameters")
-    _show(list(data["ports"]), ["param", "container", "protocol", "description"], "table", "ports")
-    _show(list(data["volumes"]), ["name", "path", "description"], "table", "volumes")
+    print_rows(params, ["param", "type", "default", "description"], "table", "parameters")
+    print_rows(list(data["ports"]), ["param", "container", "protocol", "description"], "table", "ports")
+    print_rows(list(data["volumes"]), ["name", "path", "description"], "table", "volumes")
     if data["dependencies"]:
-        _show(list(data["dependencies"]), ["app", "alias"], "table", "dependencies")
+        print_rows(list(data["dependencies"]), ["app", "alias"], "table", "dependencies")
 
 
 @apps_app.command("install")
@@ -218,7 +201,7 @@ def status(
     for row in rows:
         row["containers"] = [f"{c['name']} ({c['health']})" for c in row["containers"]]
         row["upgrade"] = row["latest"] if row["upgrade_available"] else ""
-    _show(rows, ["name", "template", "version", "state", "upgrade", "containers"], fmt, "installed apps")
+    print_rows(rows, ["name", "template", "version", "state", "upgrade", "containers"], fmt, "installed apps")
 
 
 __all__: Sequence[str] = ["apps_app"]

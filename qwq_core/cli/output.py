@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +43,24 @@ def table(frame: pl.DataFrame, title: str | None = None) -> Table:
     for row in frame.head(TABLE_ROWS).iter_rows():
         view.add_row(*(cell(v) for v in row))
     return view
+
+
+def print_rows(rows: list[dict[str, Any]], columns: Sequence[str], fmt: str, title: str) -> None:
+    """API rows for people (the chosen columns as a table) or programs (everything, as JSON)."""
+    if fmt == "json":
+        sys.stdout.write(json.dumps(rows, default=str) + "\n")
+        return
+    flat_rows = [{c: cell_text(row.get(c)) for c in columns} for row in rows]
+    print_frame(pl.DataFrame(flat_rows, schema=dict.fromkeys(columns, pl.String)), "table", title=title)
+
+
+def cell_text(value: Any) -> str:
+    """An API value as table text: mappings as ``k=v, …``, lists comma-separated, nothing for null."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return "" if value is None else str(value)
 
 
 def print_frame(frame: pl.DataFrame, fmt: Format, output: Path | None = None, title: str | None = None) -> None:

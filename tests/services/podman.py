@@ -25,6 +25,7 @@ import tarfile
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -287,6 +288,29 @@ _users = 0
 _lock = threading.Lock()
 
 
+class Containers:
+    """Containers one test creates on the shared engine, named ``<prefix>-<name>`` and removed afterwards."""
+
+    def __init__(self, engine: PodmanEngine) -> None:
+        self.engine = engine
+        self.prefix = f"t{uuid.uuid4().hex[:8]}"
+        self.ids: list[str] = []
+
+    def run(self, name: str, command: Sequence[str] = ("sleep", "3600"), **options: Any) -> str:
+        """Create and start ``<prefix>-<name>``; returns its id. Options as :meth:`PodmanEngine.run`."""
+        container_id = self.engine.run(command, name=self.name(name), **options)
+        self.ids.append(container_id)
+        return container_id
+
+    def name(self, name: str) -> str:
+        """The full name of this test's container ``name``."""
+        return f"{self.prefix}-{name}"
+
+    def remove_all(self) -> None:
+        """Force-remove every container this test created."""
+        self.engine.remove(self.ids)
+
+
 @contextmanager
 def shared_engine() -> Iterator[PodmanEngine]:
     """The test session's engine with the busybox image imported: started by its first user, closed after
@@ -314,6 +338,7 @@ def shared_engine() -> Iterator[PodmanEngine]:
 
 
 __all__: Sequence[str] = [
+    "Containers",
     "BUSYBOX",
     "CONF",
     "ENGINE_LABEL",

@@ -3,8 +3,7 @@ a client for it, containers one test creates, and an action context on a fresh s
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 from actions.engine import Engine
 from actions.restart import ComposeRestart, ContainerRestart, SystemdRestart
 from qwq_core.store import LocalStore
-from tests.services.podman import PodmanEngine, missing, shared_engine
+from tests.services.podman import Containers, PodmanEngine, missing, shared_engine
 
 
 @pytest.fixture(scope="session")
@@ -33,29 +32,6 @@ def docker_client(engine: PodmanEngine) -> Iterator[docker.DockerClient]:
     client = docker.DockerClient(base_url=engine.url, version="auto", timeout=60)
     yield client
     client.close()
-
-
-class Containers:
-    """Containers one test creates on the shared engine, named ``<prefix>-<name>`` and removed afterwards."""
-
-    def __init__(self, engine: PodmanEngine) -> None:
-        self.engine = engine
-        self.prefix = f"t{uuid.uuid4().hex[:8]}"
-        self.ids: list[str] = []
-
-    def run(self, name: str, command: Sequence[str] = ("sleep", "3600"), **options: Any) -> str:
-        """Create and start ``<prefix>-<name>``; returns its id. Options as :meth:`PodmanEngine.run`."""
-        container_id = self.engine.run(command, name=self.name(name), **options)
-        self.ids.append(container_id)
-        return container_id
-
-    def name(self, name: str) -> str:
-        """The full name of this test's container ``name``."""
-        return f"{self.prefix}-{name}"
-
-    def remove_all(self) -> None:
-        """Force-remove every container this test created."""
-        self.engine.remove(self.ids)
 
 
 @pytest.fixture

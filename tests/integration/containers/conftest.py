@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,7 +12,7 @@ import pytest
 from collectors.containers import ContainerCollector, ContainerOptions
 from qwq_core.collector import CollectorContext
 from qwq_core.model import Event
-from tests.services.podman import PodmanEngine, missing, shared_engine
+from tests.services.podman import Containers, PodmanEngine, missing, shared_engine
 
 HOST = "testhost"
 
@@ -26,27 +25,6 @@ def engine() -> Iterator[PodmanEngine]:
         pytest.skip(reason)
     with shared_engine() as shared:
         yield shared
-
-
-class Containers:
-    """Containers one test creates on the shared engine, named ``<prefix>-<name>`` and removed afterwards."""
-
-    def __init__(self, engine: PodmanEngine) -> None:
-        self.engine = engine
-        self.prefix = f"t{uuid.uuid4().hex[:8]}"
-        self.ids: list[str] = []
-
-    def run(self, name: str, command: Sequence[str] = ("sleep", "3600"), **options: Any) -> str:
-        """Create and start ``<prefix>-<name>``; returns its id. Options as :meth:`PodmanEngine.run`."""
-        container_id = self.engine.run(command, name=self.name(name), **options)
-        self.ids.append(container_id)
-        return container_id
-
-    def name(self, name: str) -> str:
-        return f"{self.prefix}-{name}"
-
-    def remove_all(self) -> None:
-        self.engine.remove(self.ids)
 
 
 @pytest.fixture
