@@ -10,8 +10,7 @@ The names below are imported on first use: statsmodels and scikit-learn cost ~15
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from analytics._lazy import lazy_attributes
 
 _HOMES = {
     "OnlineDetector": "analytics.anomaly",
@@ -27,9 +26,4 @@ _HOMES = {
 __all__ = sorted(_HOMES)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module 'analytics' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOMES[name]), name)
-    globals()[name] = value  # importing a submodule of the same name (correlate) bound the module here
-    return value
+__getattr__ = lazy_attributes(__name__, globals(), _HOMES)

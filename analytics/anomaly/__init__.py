@@ -9,8 +9,7 @@ anomaly.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from analytics._lazy import lazy_attributes
 
 _HOMES = {
     "LEVELS": "analytics.anomaly.combine",
@@ -26,11 +25,6 @@ _HOMES = {
 __all__ = sorted(_HOMES)
 
 
-def __getattr__(name: str) -> Any:
-    # Imported on first use: the multivariate detector needs scikit-learn and correlate scipy, which the
-    # always-on scoring in ``qwq up`` does not.
-    if name not in _HOMES:
-        raise AttributeError(f"module 'analytics.anomaly' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOMES[name]), name)
-    globals()[name] = value  # importing a submodule of the same name (correlate) bound the module here
-    return value
+# Imported on first use: the multivariate detector needs scikit-learn and correlate scipy, which the
+# always-on scoring in ``qwq up`` does not.
+__getattr__ = lazy_attributes(__name__, globals(), _HOMES)
