@@ -32,6 +32,7 @@ DEFAULT_SENSITIVITY: SensitivityLevel = "medium"
 _TAIL = 0.1  # the tail modelled: excesses over the 90th percentile
 _MEMORY = 1 / 2000  # EW weight of one observation once warmed up: ~2000 points, ~200 excesses
 _DOUBT = 1e-4  # points rarer than this may be anomalies: they teach the tail in proportion to p (cf. SPOT)
+_MIN_TRUST = 0.05  # what recurs is learnt in the end: bursts that come back are normal
 _MAX_SHAPE = 0.95
 _QUANTILE_STEP = 0.2
 _SCORE_HALF = 4.0  # -log10(p) that maps to a score of 0.5
@@ -96,15 +97,23 @@ class TailModel(Arrays):
     def update(self, idx: Index, x: FloatArray, p: FloatArray) -> None:
         """Learn from ``x``, whose p-value before the update is ``p``; the rarer, the less (it may be an anomaly)."""
         n, u, l1, l2 = self.n[idx] + 1.0, self.u[idx].copy(), self.l1[idx], self.l2[idx]  # u: used after its update
-        _, scale = _gpd(u, l1, l2)
+        shape, scale = _gpd(u, l1, l2)
         gain = np.maximum(1.0 / n, _MEMORY)
         above = x > u
         # Robbins-Monro step towards the 90th percentile, in units of the tail's own scale. It only sees
         # which side of u a point falls on, so it learns from every point: were rare points left out, u
         # would sink until every point looked rare.
         self.u[idx] = u + gain * _QUANTILE_STEP * scale * np.where(above, 1 - _TAIL, -_TAIL) / _TAIL
+        # Winsorised at the value this tail deems a doubt: a ramp's growing points would otherwise teach the
+        # tail, step by step, that ever larger values are normal.
+        ratio = _TAIL / _DOUBT
+        reach = np.where(
+            shape > 1e-6, (ratio ** np.maximum(shape, 1e-6) - 1.0) / np.maximum(shape, 1e-6), np.log(ratio)
+        )
+        x = np.minimum(x, u + scale * reach)
         log_excess = np.log(np.maximum(x, 1e-300) / np.maximum(u, 1e-300))
-        tail_gain = np.where(above, np.minimum(1.0, gain * np.minimum(1.0, p / _DOUBT) / _TAIL), 0.0)
+        trust = np.clip(p / _DOUBT, _MIN_TRUST, 1.0)
+        tail_gain = np.where(above, np.minimum(1.0, gain * trust / _TAIL), 0.0)
         self.l1[idx] = l1 + tail_gain * (log_excess - l1)
         self.l2[idx] = l2 + tail_gain * (log_excess * log_excess - l2)
         self.n[idx] = n

@@ -1,7 +1,8 @@
 """The online scorer: explicit, serialisable state for every series, advanced one point per series at a time.
 
 Per point, each method turns the series' past into evidence of how unusual the point is — the robust
-residual of the best smoothing model, above and below (spikes, seasonality breaks; :mod:`.residual`), CUSUMs
+residual of the best smoothing model, above and below (spikes, seasonality breaks; :mod:`.residual`), the
+value against the tails of the series' recent values (far outside its range; :mod:`.extremes`), CUSUMs
 of level and scale (level shifts, trend changes, variance changes, flatlines; :mod:`.changepoint`), k-means
 consensus (unfamiliar shapes; :mod:`.kmeans`), gaps and stuck values (:mod:`.missing`). Each becomes a
 p-value — through its own per-series tail model where the null distribution depends on the series — and the
@@ -37,6 +38,7 @@ from analytics.anomaly.combine import (
     fuse,
     score_from_p,
 )
+from analytics.anomaly.extremes import REFIT, Extremes
 from analytics.anomaly.frames import Layout, attach, layout
 from analytics.anomaly.kmeans import RETRAIN, KMeansConsensus
 from analytics.anomaly.missing import Continuity
@@ -50,8 +52,9 @@ _MAX_RESCALE = 4.0
 _DOUBT = 1e-3  # after a point this unlikely, scales and profiles learn less (in proportion to p)
 _MIN_TRUST = 0.05
 STATISTICS = ("above", "below", "shape")
-WEIGHTS = (0.25, 0.25, 0.1, 0.15, 0.1, 0.1, 0.05)
-"""Bonferroni weights of the p-values: residual above and below, shape, level, variance, gap, stuck."""
+WEIGHTS = (0.15, 0.15, 0.2, 0.2, 0.05, 0.1, 0.1, 0.025, 0.025)
+"""Bonferroni weights of the p-values: residual above and below, value high and low, shape, level, variance,
+gap, stuck."""
 _PRIORS = {  # (90th percentile, log-moments of the excesses) of each statistic for Gaussian noise
     "above": (2.7, 0.55, 0.47),
     "below": (2.7, 0.55, 0.47),
@@ -94,6 +97,7 @@ class OnlineDetector:
         self._rows: dict[str, int] = {}
         self.series = SeriesState()
         self.residual = SeasonalResidual()
+        self.extremes = Extremes()
         self.change = ChangeStatistics()
         self.kmeans = KMeansConsensus()
         self.continuity = Continuity()
@@ -151,6 +155,7 @@ class OnlineDetector:
         named: dict[str, Arrays] = {
             "series": self.series,
             "residual": self.residual,
+            "extremes": self.extremes,
             "change": self.change,
             "kmeans": self.kmeans,
             "continuity": self.continuity,
@@ -171,6 +176,7 @@ class OnlineDetector:
             counter = dict(zip(plan.keys, plan.counter, strict=True))
             self.series.counter[fresh] = [float(counter[key]) for key in new]
             self.kmeans.offset[fresh] = [zlib.crc32(key.encode()) % RETRAIN for key in new]
+            self.extremes.offset[fresh] = [zlib.crc32(key.encode()) % REFIT for key in new]
         return np.array([self._rows[key] for key in plan.keys], dtype=np.intp)
 
     def _step(self, idx: Index, ts_us: FloatArray, raw: FloatArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -216,6 +222,7 @@ class OnlineDetector:
         # Squared where the null is roughly Gaussian: the square has a near-exponential tail, which the
         # tail models fit best; heavier tails get a larger fitted shape.
         # Each side of the residual has its own tail: skewed noise is often quiet on one side.
+        high, low = self.extremes.step(idx, y)
         square = z**2
         stats = {"above": np.where(z > 0, square, 0.0), "below": np.where(z < 0, square, 0.0)}
         stats["shape"] = self.kmeans.step(idx, y) ** 2
@@ -224,7 +231,7 @@ class OnlineDetector:
             self.tails[name].update(idx, stat, tail[name])
         self._adapt(idx, level, variance, scale)
         series.count[idx] = count + 1
-        p = fuse([tail["above"], tail["below"], tail["shape"], level, variance, gap, stuck], WEIGHTS)
+        p = fuse([tail["above"], tail["below"], high, low, tail["shape"], level, variance, gap, stuck], WEIGHTS)
         series.last_p[idx] = p
         return np.where(count + 1 < MIN_POINTS, 1.0, p)
 
@@ -244,7 +251,9 @@ class OnlineDetector:
         rows = np.arange(self.series.count.shape[0])[idx]
         shifted = level < CONFIRM_P
         if shifted.any():
-            self.residual.relevel(rows[shifted], self.change.confirm_level(rows[shifted]) * scale[shifted])
+            shift = self.change.confirm_level(rows[shifted]) * scale[shifted]
+            self.residual.relevel(rows[shifted], shift)
+            self.extremes.relevel(rows[shifted], shift)
         changed = variance < CONFIRM_P
         if changed.any():
             # Only louder: a series gone quiet (stuck, stopped) is usually an outage that ends, and a scale

@@ -19,7 +19,9 @@ from analytics.anomaly import (
     score_samples,
 )
 from analytics.anomaly.combine import TailModel, fuse, score_from_p
+from analytics.anomaly.extremes import REFIT, WINDOW, Extremes
 from analytics.anomaly.kmeans import fit
+from analytics.anomaly.missing import Continuity
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -186,6 +188,19 @@ def test_a_broken_daily_cycle_is_flagged_and_the_cycle_is_not() -> None:
     assert not [hit for hit in hits if hit < 5 * 96 + 20]
 
 
+def test_a_bursty_series_is_flagged_beyond_its_range_and_not_for_its_bursts() -> None:
+    # A CPU ratio idling near 0 with bursts to ~0.9: its bursts are normal, twice their height is not.
+    rng = np.random.default_rng(4)
+    values = np.abs(rng.normal(0, 0.01, 1500))
+    for start in range(40, 1500, 60):
+        values[start : start + 12] = rng.uniform(0.7, 0.95) + rng.normal(0, 0.02, 12)
+    spiked = values.copy()
+    spiked[1210] = 1.9  # inside no burst
+    later = [i for i in episodes(detect_anomalies(frame(values))) if i >= 700]
+    assert len(later) <= 3, later  # of 13 bursts: recurring bursts are learnt as normal
+    assert 1210 in flagged(detect_anomalies(frame(spiked)))
+
+
 # ---- online == batch, state ----------------------------------------------------------------------------
 def test_online_in_chunks_with_saved_state_equals_batch() -> None:
     values = noise(900, 11)
@@ -277,6 +292,39 @@ def test_tail_model_p_values_match_an_exponential_tail() -> None:
         model.update(slice(0, 1), np.array([x]), model.pvalue(slice(0, 1), np.array([x])))
     p = model.pvalue(slice(0, 1), np.array([np.log(100), np.log(1000)]))
     assert 1 / 300 < p[0] < 3 / 100 and 1 / 3000 < p[1] < 3 / 1000 and p[1] < p[0]
+
+
+def test_extremes_judge_a_point_by_a_fit_it_did_not_teach() -> None:
+    extremes, rows = Extremes(), np.arange(1)
+    extremes.grow(1)
+    rng = np.random.default_rng(5)
+    for value in rng.normal(size=WINDOW):
+        extremes.step(rows, np.array([value]))
+    high, low = extremes.step(rows, np.array([8.0]))
+    assert high[0] < 1e-5 < low[0]
+    # A ramp's points go into the window, but until the next refit they are judged by the old fit.
+    ramp = [extremes.step(rows, np.array([8.0 + 0.01 * i]))[0][0] for i in range(REFIT - 2)]
+    assert max(ramp) < 1e-5
+    _, low = extremes.step(rows, np.array([-8.0]))
+    assert low[0] < 1e-6
+
+
+def test_stuck_runs_are_rare_in_noise_but_learnt_where_a_series_idles() -> None:
+    def smallest_stuck_p(values: np.ndarray) -> float:
+        """The smallest p-value of a run over the last 200 points, after learning from the rest."""
+        continuity, rows = Continuity(), np.arange(1)
+        continuity.grow(1)
+        p = [continuity.step(rows, np.array([value]), np.zeros(1))[1][0] for value in values]
+        return min(p[-200:])
+
+    rng = np.random.default_rng(6)
+    idling = rng.normal(size=2000)
+    for start in range(0, 2000, 50):
+        idling[start : start + 8] = 0.0  # idle for 8 points every 50
+    assert smallest_stuck_p(idling) > 1e-3
+    stuck = rng.normal(size=2000)
+    stuck[-100:-92] = stuck[-101]
+    assert smallest_stuck_p(stuck) < 1e-5
 
 
 def test_fuse_and_score_mapping() -> None:

@@ -1,0 +1,118 @@
+"""How far a value lies outside the range the series has kept lately: peaks over threshold on the values.
+
+The residual models judge a point against a prediction that follows the series; on a bursty series (a CPU
+ratio jumping between idle and busy) their scale has to cover the bursts, and a value far beyond anything
+the series has reached looks no stranger than a burst. So, as in SPOT (Siffer et al., KDD 2017), each value
+is also judged against the distribution of the series' recent values: a generalised Pareto tail fitted, on
+each side, to the excesses of the last :data:`WINDOW` values over their 90th (or under their 10th)
+percentile, relative to their median.
+
+The fit is redone from the window every :data:`REFIT` points (staggered across series, like the k-means
+models), never from the point being judged, so a ramp cannot teach the tail, point by point, that ever
+larger values are normal — the failure of tails learnt one point at a time. A side the series never
+strays to (a ratio that sits at 0) gets an exponential tail whose scale is a share of the window's mean
+absolute deviation, so leaving the range there is rare, not impossible.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from analytics.anomaly.state import Arrays, FloatArray, Index
+
+WINDOW = 512
+REFIT = 32
+_MIN_FIT = 64  # values in the window before it judges
+_TAIL = 0.1
+_FLOOR = 0.25  # least tail scale, in mean absolute deviations from the median
+_MAX_SHAPE = 0.45  # method-of-moments estimates are unreliable beyond this
+
+
+class Extremes(Arrays):
+    """Per series: the window of recent values and the fitted tails (threshold, shape, scale per side)."""
+
+    buffer: np.ndarray  # (series, WINDOW), float32: the largest part of the detector's state
+    count: FloatArray
+    offset: FloatArray
+    median: FloatArray
+    tail: FloatArray  # (series, 2 sides, 3): threshold excess over the median, GPD shape, GPD scale
+
+    def __init__(self) -> None:
+        zero = np.zeros(0)
+        super().__init__(
+            buffer=np.zeros((0, WINDOW), dtype=np.float32),
+            count=zero,
+            offset=zero,
+            median=zero,
+            tail=np.zeros((0, 2, 3)),
+        )
+
+    def step(self, idx: Index, y: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """p-values of ``y`` being so high and so low (1 until the window has :data:`_MIN_FIT` values); then
+        add ``y`` to the window."""
+        count = self.count[idx].astype(np.int64)
+        tail = self.tail[idx]
+        offset = y - self.median[idx]
+        fitted = tail[:, 0, 2] > 0
+        p_high = np.where(fitted, _survival(offset, tail[:, 0]), 1.0)
+        p_low = np.where(fitted, _survival(-offset, tail[:, 1]), 1.0)
+        local = np.arange(len(y))
+        buffer = self.buffer[idx]
+        buffer[local, count % WINDOW] = y
+        self.buffer[idx] = buffer
+        self.count[idx] = count + 1
+        self._refit(idx, count + 1)
+        return p_high, p_low
+
+    def relevel(self, idx: Index, shift: FloatArray) -> None:
+        """Move the window and its fit by ``shift`` (after a confirmed level shift)."""
+        self.buffer[idx] = self.buffer[idx] + shift[:, None].astype(np.float32)
+        self.median[idx] = self.median[idx] + shift
+
+    def _refit(self, idx: Index, count: np.ndarray) -> None:
+        offset = self.offset[idx].astype(np.int64)
+        due = (count >= _MIN_FIT) & (((count + offset) % REFIT == 0) | (count == _MIN_FIT))
+        if not due.any():
+            return
+        rows = np.arange(self.count.shape[0])[idx][due]
+        filled = np.minimum(count[due], WINDOW)
+        full = filled == WINDOW
+        for part, size in ((rows[full], WINDOW), *((rows[filled == n], n) for n in np.unique(filled[~full]))):
+            if len(part):
+                self._fit_rows(part, np.sort(self.buffer[part, :size].astype(np.float64), axis=1))
+
+    def _fit_rows(self, rows: np.ndarray, ordered: FloatArray) -> None:
+        """Fit both sides of ``rows`` from their windows' values, sorted along each row."""
+        size = ordered.shape[1]
+        median = 0.5 * (ordered[:, (size - 1) // 2] + ordered[:, size // 2])
+        deviation = ordered - median[:, None]
+        spread = np.mean(np.abs(deviation), axis=1)
+        floor = np.maximum(_FLOOR * spread, 1e-9 * np.abs(median) + 1e-12)
+        self.median[rows] = median
+        self.tail[rows, 0] = _fit(deviation, floor)
+        self.tail[rows, 1] = _fit(-deviation[:, ::-1], floor)
+
+
+def _fit(ordered: FloatArray, floor: FloatArray) -> FloatArray:
+    """(threshold, shape, scale) of the upper tail of each row (sorted ascending), by the method of moments
+    over the excesses above the row's 90th percentile; an exponential tail of scale ``floor`` at least."""
+    size = ordered.shape[1]
+    threshold = ordered[:, min(size - 1, int(np.ceil((1.0 - _TAIL) * size)) - 1)]
+    excess = np.maximum(ordered - threshold[:, None], 0.0)
+    seen = np.sum(excess > 0, axis=1)
+    mean = excess.sum(axis=1) / np.maximum(seen, 1)
+    var = np.where(seen > 1, (excess * excess).sum(axis=1) / np.maximum(seen, 1) - mean * mean, 0.0)
+    ratio = np.divide(mean * mean, var, out=np.ones_like(mean), where=var > 1e-12 * mean * mean)
+    # Not below 0: a short tail fitted to a few dozen excesses would claim an end point the series has
+    # merely not reached yet (heavy-tailed noise then floods with alarms).
+    shape = np.clip(0.5 * (1.0 - ratio), 0.0, _MAX_SHAPE)
+    scale = np.where(var > 0, 0.5 * mean * (1.0 + ratio), mean)
+    return np.stack([threshold, shape, np.maximum(scale, floor)], axis=1)
+
+
+def _survival(x: FloatArray, tail: FloatArray) -> FloatArray:
+    """``P(deviation >= x)`` under a fitted side: the tail beyond its threshold, linear below it."""
+    threshold, shape, scale = tail[:, 0], tail[:, 1], tail[:, 2]
+    excess = np.maximum(x - threshold, 0.0) / np.where(scale > 0, scale, 1.0)
+    beyond = np.where(shape > 1e-6, (1.0 + shape * excess) ** (-1.0 / np.maximum(shape, 1e-6)), np.exp(-excess))
+    return np.where(x > threshold, _TAIL * beyond, 1.0)
