@@ -28,17 +28,15 @@ from urllib.parse import parse_qs, urlencode
 
 import dash
 import plotly.graph_objects as go
-import polars as pl
 from dash import Input, Output, State, no_update
 
 from dashboards import actions_page, alerts_page, fleet_page, layout, panels
-from dashboards.figures import add_anomaly_markers, empty_figure
+from dashboards.figures import add_anomaly_markers, anomaly_scores, empty_figure
 from dashboards.fleets import FLEETS
 from dashboards.layout import build_layout, render_tiles
 from dashboards.ranges import RANGES, is_live, range_span
 from dashboards.tiles import freshness, summarize
 from qwq_core.errors import QwqError
-from qwq_core.selectors import name_glob
 from qwq_core.store import Store
 from qwq_core.timeutil import utcnow
 
@@ -191,20 +189,6 @@ def _register_tiles(app: dash.Dash, store: Store) -> None:
         return render_tiles(summarize(latest, now)), freshness(latest, now)
 
 
-def _anomaly_scores(store: Store, view: panels.View, metrics: str | None) -> pl.DataFrame:
-    """The host's anomaly scores over the view for the metrics matching ``metrics`` (empty when none)."""
-    if metrics is None:
-        return pl.DataFrame()
-    try:
-        scores = store.query("anomaly_score", labels={"host": view.host}, since=view.start, until=view.end)
-    except QwqError as exc:  # the graphs still draw without their markers
-        log.warning("dashboard: anomaly scores unavailable: %s", exc)
-        return pl.DataFrame()
-    if scores.is_empty() or "metric" not in scores.columns:
-        return pl.DataFrame()
-    return scores.filter(name_glob(metrics, "metric"))
-
-
 def _register_panel(app: dash.Dash, store: Store, name: str, graphs: tuple[str, ...], panel: Panel) -> None:
     def update(host: str | None, range_key: str | None, _tick: int) -> list[go.Figure]:
         if not host:
@@ -216,7 +200,7 @@ def _register_panel(app: dash.Dash, store: Store, name: str, graphs: tuple[str, 
             log.warning("dashboard: panel %s for %s failed: %s", name, host, exc)
             return [empty_figure("Store unavailable", str(exc), view.window)] * len(graphs)
         figures = list(drawn) if isinstance(drawn, tuple) else [drawn]
-        scores = _anomaly_scores(store, view, ANOMALY_METRICS.get(name))
+        scores = anomaly_scores(store, {"host": view.host}, view.window, ANOMALY_METRICS.get(name))
         for figure in figures:  # keep zoom and legend toggles across refreshes of the same view
             add_anomaly_markers(figure, scores)
             figure.update_layout(uirevision=f"{host}|{range_key}")

@@ -8,6 +8,7 @@ instead of an empty plot, so panels never have to check.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from html import escape
@@ -17,6 +18,11 @@ import plotly.graph_objects as go
 import polars as pl
 
 from dashboards.units import byte_scale
+from qwq_core.errors import QwqError
+from qwq_core.selectors import name_glob
+from qwq_core.store import Store
+
+log = logging.getLogger(__name__)
 
 Unit = Literal["ratio", "bytes", "bytes/s", "seconds", "count"]
 Window = tuple[datetime, datetime]
@@ -160,6 +166,23 @@ def _groups(frame: pl.DataFrame, by: str, order: Sequence[str] = ()) -> list[tup
 
 
 ANOMALY_COLOR = "#f2495c"
+
+
+def anomaly_scores(
+    store: Store, labels: dict[str, str], window: tuple[datetime, datetime], metrics: str | None
+) -> pl.DataFrame:
+    """The ``anomaly_score`` series with ``labels`` over ``window`` whose ``metric`` matches the name glob
+    ``metrics`` (empty when ``metrics`` is None or the store fails: graphs still draw without markers)."""
+    if metrics is None:
+        return pl.DataFrame()
+    try:
+        scores = store.query("anomaly_score", labels=labels, since=window[0], until=window[1])
+    except QwqError as exc:
+        log.warning("dashboard: anomaly scores unavailable: %s", exc)
+        return pl.DataFrame()
+    if scores.is_empty() or "metric" not in scores.columns:
+        return pl.DataFrame()
+    return scores.filter(name_glob(metrics, "metric"))
 
 
 def add_anomaly_markers(figure: go.Figure, scores: pl.DataFrame, threshold: float = 0.5) -> go.Figure:

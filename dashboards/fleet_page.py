@@ -16,11 +16,12 @@ import dash
 from dash import Input, Output, dcc, html
 
 from dashboards import layout
-from dashboards.figures import empty_figure, timeseries_figure
+from dashboards.figures import add_anomaly_markers, anomaly_scores, empty_figure, timeseries_figure
 from dashboards.fleets import FLEETS, Fleet, fleet_table, parse_target, sparkline_values
 from dashboards.ranges import pick_step, range_span
 from dashboards.sparkline import sparkline_svg
 from qwq_core.errors import QwqError
+from qwq_core.selectors import name_glob
 from qwq_core.store import Store
 from qwq_core.timeutil import utcnow
 
@@ -148,6 +149,7 @@ def register(app: dash.Dash, store: Store) -> None:
         now = utcnow()
         window = (now - span, now)
         cards = []
+        scores = anomaly_scores(store, labels, window, "*")
         for graph in fleet.graphs:
             try:
                 frame = store.query(
@@ -158,6 +160,8 @@ def register(app: dash.Dash, store: Store) -> None:
                 )
             except QwqError as exc:
                 figure = empty_figure("Store unavailable", str(exc), window)
+            if not scores.is_empty():
+                add_anomaly_markers(figure, scores.filter(name_glob(graph.selector, "metric")))
             figure.update_layout(uirevision=f"{wanted}|{range_key}")
             cards.append(layout.graph_card(graph.title, ", ".join(f"{k}={v}" for k, v in target.items()), figure))
         return cards

@@ -254,6 +254,13 @@ def container_samples(end: datetime, minutes: int = 10) -> pl.DataFrame:
 
 def test_fleet_pages_route_and_list_targets_with_drill_down(filled: LocalStore) -> None:
     filled.write(container_samples(datetime.now(UTC) - timedelta(seconds=1)))
+    web = {"container": "web", "image": "nginx:1.27", "host": HOST_NAME}
+    filled.write(
+        samples(
+            datetime.now(UTC) - timedelta(minutes=3),
+            [("anomaly_score", {**web, "metric": "container_cpu_usage_ratio"}, 0.9)],
+        )
+    )
     client = create_dashboard(filled).server.test_client()
     routed = call(client, f"{PAGE}.children", {"url.pathname": "/containers"}, "url.pathname")
     assert routed[PAGE_NAME]["children"] == "containers"
@@ -270,8 +277,11 @@ def test_fleet_pages_route_and_list_targets_with_drill_down(filled: LocalStore) 
     detail = call(client, "fleet-detail.children", {**values, "url.search": "?target=container%3Dweb"}, "url.search")
     cards = json.dumps(detail)
     assert '"CPU"' in cards and '"Memory"' in cards
-    cpu = detail["fleet-detail"]["children"][0]["props"]["children"][1]["props"]["figure"]
+    cpu, memory = (card["props"]["children"][1]["props"]["figure"] for card in detail["fleet-detail"]["children"][:2])
     assert cpu["data"] and max(cpu["data"][0]["y"]) == pytest.approx(0.9)
+    (marks,) = [trace for trace in cpu["data"] if trace["name"] == "anomaly"]  # the CPU score, on its graph
+    assert len(marks["x"]) == 1 and "container_cpu_usage_ratio" in marks["hovertext"][0]
+    assert not [trace for trace in memory["data"] if trace["name"] == "anomaly"]
 
 
 def test_alerts_and_capacity_pages_read_alert_series_events_and_forecasts(store: LocalStore) -> None:
