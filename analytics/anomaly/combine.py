@@ -90,7 +90,7 @@ class TailModel(Arrays):
         u = self.u[idx]
         shape, scale = _gpd(u, self.l1[idx], self.l2[idx])
         excess = np.maximum(x - u, 0.0) / scale
-        tail = np.where(shape > 1e-6, (1.0 + shape * excess) ** (-1.0 / np.maximum(shape, 1e-6)), np.exp(-excess))
+        tail = gpd_survival(excess, shape)
         below = (1 - _TAIL) * (1 - x / np.maximum(u, 1e-300))
         return np.where(x < u, np.minimum(1.0, _TAIL + below), _TAIL * tail)
 
@@ -117,6 +117,12 @@ class TailModel(Arrays):
         self.l1[idx] = l1 + tail_gain * (log_excess - l1)
         self.l2[idx] = l2 + tail_gain * (log_excess * log_excess - l2)
         self.n[idx] = n
+
+
+def gpd_survival(excess: FloatArray, shape: FloatArray) -> FloatArray:
+    """``P(X > excess)`` for a generalised Pareto variable of unit scale and ``shape`` >= 0 (exponential at 0)."""
+    safe = np.maximum(shape, 1e-6)
+    return np.where(shape > 1e-6, (1.0 + shape * excess) ** (-1.0 / safe), np.exp(-excess))
 
 
 def _gpd(u: FloatArray, l1: FloatArray, l2: FloatArray) -> tuple[FloatArray, FloatArray]:

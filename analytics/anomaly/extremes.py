@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from analytics.anomaly.combine import gpd_survival
 from analytics.anomaly.state import Arrays, FloatArray, Index
 
 WINDOW = 512
@@ -114,5 +115,4 @@ def _survival(x: FloatArray, tail: FloatArray) -> FloatArray:
     """``P(deviation >= x)`` under a fitted side: the tail beyond its threshold, linear below it."""
     threshold, shape, scale = tail[:, 0], tail[:, 1], tail[:, 2]
     excess = np.maximum(x - threshold, 0.0) / np.where(scale > 0, scale, 1.0)
-    beyond = np.where(shape > 1e-6, (1.0 + shape * excess) ** (-1.0 / np.maximum(shape, 1e-6)), np.exp(-excess))
-    return np.where(x > threshold, _TAIL * beyond, 1.0)
+    return np.where(x > threshold, _TAIL * gpd_survival(excess, shape), 1.0)

@@ -175,8 +175,9 @@ class OnlineDetector:
             fresh = slice(first, first + len(new))
             counter = dict(zip(plan.keys, plan.counter, strict=True))
             self.series.counter[fresh] = [float(counter[key]) for key in new]
-            self.kmeans.offset[fresh] = [zlib.crc32(key.encode()) % RETRAIN for key in new]
-            self.extremes.offset[fresh] = [zlib.crc32(key.encode()) % REFIT for key in new]
+            hashes = np.array([zlib.crc32(key.encode()) for key in new])  # staggers periodic work across series
+            self.kmeans.offset[fresh] = hashes % RETRAIN
+            self.extremes.offset[fresh] = hashes % REFIT
         return np.array([self._rows[key] for key in plan.keys], dtype=np.intp)
 
     def _step(self, idx: Index, ts_us: FloatArray, raw: FloatArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
