@@ -17,10 +17,12 @@ _HOMES = {
     "correlate": "analytics.anomaly",
     "detect_anomalies": "analytics.anomaly",
     "detect_multivariate": "analytics.anomaly",
+    "outlook": "analytics.capacity",
     "runs_out": "analytics.capacity",
     "usage_ratios": "analytics.capacity",
     "backtest": "analytics.forecast",
     "forecast": "analytics.forecast",
+    "forecast_and_crossings": "analytics.forecast",
     "time_to_threshold": "analytics.forecast",
 }
 __all__ = sorted(_HOMES)

@@ -2,8 +2,9 @@
 
 Jobs (thin wrappers: read the store, call the pure functions, write series and events):
 
-- ``analytics.capacity`` (hourly): :func:`analytics.capacity.runs_out` over the last ``history`` of disk,
-  inode and memory usage → ``forecast_threshold_seconds{metric, bound}`` series and a
+- ``analytics.capacity`` (hourly): :func:`analytics.capacity.outlook` over the last ``history`` of disk,
+  inode and memory usage → ``forecast_threshold_seconds{metric, bound}`` and
+  ``forecast_used_ratio{metric, bound, ahead}`` series (see :func:`path_samples`) and a
   ``capacity.forecast`` event when a resource is expected to cross the threshold within ``warn_within``;
 - ``analytics.anomaly`` (every minute): the last minute of every series, averaged per minute, through one
   :class:`~analytics.anomaly.OnlineDetector` → ``anomaly_score{metric, <labels>}`` series and an
@@ -28,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from analytics.anomaly.combine import Sensitivity, false_positive_rate
 from analytics.anomaly.online import OnlineDetector
 from analytics.anomaly.output import anomaly_events, score_samples
-from analytics.capacity import SOURCES, runs_out
+from analytics.capacity import SOURCES, Outlook, outlook
 from qwq_core.collector import samples
 from qwq_core.model import Event, MetricInfo, is_valid_label_name
 from qwq_core.scheduler import Job
@@ -46,6 +47,12 @@ FORECAST_METRICS = (
         "seconds",
         "Seconds until the forecast of `metric` reaches the capacity threshold (bound: expected, earliest, latest).",
     ),
+    MetricInfo(
+        "forecast_used_ratio",
+        "gauge",
+        "ratio",
+        "Forecast of the usage ratio `metric` at `ahead` after the sample's time (bound: expected, lower, upper).",
+    ),
 )
 ANOMALY_METRICS = (
     MetricInfo(
@@ -56,6 +63,7 @@ ANOMALY_METRICS = (
     ),
 )
 _BOUNDS = {"crossing_s": "expected", "earliest_s": "earliest", "latest_s": "latest"}
+_PATH_BOUNDS = {"yhat": "expected", "yhat_lower": "lower", "yhat_upper": "upper"}
 
 
 class CapacityOptions(BaseModel):
@@ -146,13 +154,14 @@ class AnalyticsService:
             ],
             how="diagonal_relaxed",
         )
-        found = forecast_in_child(history, options.threshold, options.horizon)
-        if found.is_empty():
+        found = forecast_in_child(history, now, options.threshold, options.horizon)
+        if found.crossings.is_empty():
             return 0
-        self.context.writer.add(forecast_samples(found, now))
-        for event in self._warnings(found, now):
+        self.context.writer.add(forecast_samples(found.crossings, now))
+        self.context.writer.add(path_samples(found.path, now))
+        for event in self._warnings(found.crossings, now):
             self.context.writer.emit(event)
-        return found.filter(pl.col("crossing_s").is_not_null()).height
+        return found.crossings.filter(pl.col("crossing_s").is_not_null()).height
 
     def _warnings(self, found: pl.DataFrame, now: datetime) -> list[Event]:
         """One event per resource newly expected to run out within ``warn_within`` (not every hour)."""
@@ -175,15 +184,15 @@ class AnalyticsService:
                 log.warning("cannot save the anomaly detector's state to %s: %s", self.state_path, exc)
 
 
-def forecast_in_child(history: pl.DataFrame, threshold: float, horizon: timedelta) -> pl.DataFrame:
-    """:func:`analytics.capacity.runs_out` in a short-lived process.
+def forecast_in_child(history: pl.DataFrame, now: datetime, threshold: float, horizon: timedelta) -> Outlook:
+    """:func:`analytics.capacity.outlook` in a short-lived process.
 
     statsmodels, scipy and pandas add ~150 MB to whichever process imports them; an hourly job should not
     keep that in ``qwq up`` for good, so the forecast runs where its memory is returned when it ends.
     """
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(runs_out, history, threshold=threshold, horizon=horizon).result()
+        return pool.submit(outlook, history, now, threshold=threshold, horizon=horizon).result()
 
 
 def load_detector(path: Path, sensitivity: Sensitivity) -> OnlineDetector:
@@ -202,20 +211,44 @@ def load_detector(path: Path, sensitivity: Sensitivity) -> OnlineDetector:
 
 def forecast_samples(found: pl.DataFrame, now: datetime) -> pl.DataFrame:
     """``forecast_threshold_seconds{metric=<ratio>, bound, <labels>}`` rows for every crossing found."""
-    labels = [
-        c
-        for c in found.columns
-        if found.schema[c] == pl.String and is_valid_label_name(c) and c not in ("message", "direction")
-    ]
     rows: list[tuple[str, dict[str, str], float]] = []
     for row in found.iter_rows(named=True):
-        base: dict[str, Any] = {c: row[c] for c in labels if row[c] and c != "name"}
+        base = _labels(found, row)
         for column, bound in _BOUNDS.items():
             if row[column] is not None:
                 rows.append(
                     ("forecast_threshold_seconds", {**base, "metric": row["name"], "bound": bound}, row[column])
                 )
     return samples(now, rows)
+
+
+def path_samples(path: pl.DataFrame, now: datetime) -> pl.DataFrame:
+    """``forecast_used_ratio{metric=<ratio>, bound=expected|lower|upper, ahead, <labels>}`` rows, all at ``now``.
+
+    The forecast at ``now + ahead`` (``path`` as :func:`analytics.capacity.ahead` returns it). Written at the
+    time it was made, never at the time it is about: so each hourly refresh adds a point, and the history of
+    e.g. ``forecast_used_ratio{ahead="1d"}`` is a record of what was predicted a day ahead, to set against
+    what happened (a backtest of the live forecasts).
+    """
+    rows: list[tuple[str, dict[str, str], float]] = []
+    for row in path.iter_rows(named=True):
+        base = {**_labels(path, row), "metric": row["name"], "ahead": row["ahead"]}
+        rows += [
+            ("forecast_used_ratio", {**base, "bound": bound}, row[column]) for column, bound in _PATH_BOUNDS.items()
+        ]
+    return samples(now, rows)
+
+
+def _labels(frame: pl.DataFrame, row: dict[str, Any]) -> dict[str, str]:
+    """The row's non-empty label columns: string columns with valid label names, other than the outputs'."""
+    return {
+        c: row[c]
+        for c in frame.columns
+        if frame.schema[c] == pl.String
+        and is_valid_label_name(c)
+        and c not in ("name", "message", "direction", "ahead")
+        and row[c]
+    }
 
 
 __all__ = [
@@ -225,4 +258,5 @@ __all__ = [
     "CapacityOptions",
     "forecast_samples",
     "load_detector",
+    "path_samples",
 ]

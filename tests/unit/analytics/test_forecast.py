@@ -10,7 +10,15 @@ import polars as pl
 import pytest
 
 from analytics.evaluation.forecasting import SHAPES, evaluate, synthetic_set
-from analytics.forecast import MAX_POINTS, backtest, forecast, mase, smape, time_to_threshold
+from analytics.forecast import (
+    MAX_POINTS,
+    backtest,
+    forecast,
+    forecast_and_crossings,
+    mase,
+    smape,
+    time_to_threshold,
+)
 from analytics.forecast_models import auto, ets, naive, seasonal_naive, theil_sen
 from analytics.seasonality import DAY, WEEK, detect_period, period_steps, seasonal_strength
 from analytics.series import US, Regular, fill_seasonally, infer_step, rate, regularize, reset_corrected, split
@@ -284,6 +292,18 @@ def test_time_to_threshold_of_a_filling_disk() -> None:
     assert row["crossing_ts"] == row["last_ts"] + timedelta(seconds=row["crossing_s"])
     assert row["message"].startswith('disk_used_ratio{mountpoint="/"} reaches 0.9 in ')
     assert " hours (" in row["message"] and row["mountpoint"] == "/"
+
+
+def test_forecast_and_crossings_from_one_fit_equal_the_two_calls() -> None:
+    frame = pl.concat(
+        [
+            frame_of(0.3 + 0.01 * np.arange(48), name="disk_used_ratio", mountpoint="/"),
+            frame_of(daily(4, seed=2) / 100, name="disk_used_ratio", mountpoint="/var"),
+        ]
+    )
+    path, crossings = forecast_and_crossings(frame, 0.9, horizon="2d")
+    assert path.equals(forecast(frame, "2d"))
+    assert crossings.equals(time_to_threshold(frame, 0.9, horizon="2d"))
 
 
 def test_time_to_threshold_falling_unreached_and_already_reached() -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from analytics.capacity import runs_out, usage_ratios
+from analytics.capacity import ahead, runs_out, usage_ratios
 from analytics.service import AnalyticsOptions, AnalyticsService
 from qwq_core.collector import samples
 from qwq_core.services import ServiceContext
@@ -20,11 +20,13 @@ from qwq_core.writer import BufferedWriter
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def host_history(hours: int = 7 * 24, growth: float = 0.2e9) -> pl.DataFrame:
-    """A week of one disk filling linearly (50 GB used of 100 GB, +growth per hour), memory flat at half."""
+def host_history(hours: int = 7 * 24, growth: float = 0.2e9, noise: float = 0.0) -> pl.DataFrame:
+    """A week of one disk filling linearly (50 GB used of 100 GB, +growth per hour, ± noise), memory flat at
+    half."""
+    rng = np.random.default_rng(3)
     frames = []
     for hour in range(hours):
-        used = 50e9 + hour * growth
+        used = 50e9 + hour * growth + rng.normal(0, noise)
         disk = {"mountpoint": "/", "host": "h"}
         frames.append(
             samples(
@@ -73,6 +75,58 @@ def test_the_capacity_job_writes_forecast_series_and_warns_once(store: LocalStor
     assert set(series["metric"].to_list()) == {"host_filesystem_used_ratio"}
     warnings = store.events(since=START, kind="capacity.forecast")
     assert warnings.height == 1 and "reaches 0.9" in warnings["message"][0]
+
+
+def test_the_capacity_job_writes_the_forecast_at_each_lead_time_within_the_horizon(store: LocalStore) -> None:
+    store.write(host_history(noise=0.3e9))
+    writer = BufferedWriter(store)
+    options = AnalyticsOptions(capacity={"horizon": "4d"})
+    service = AnalyticsService(options, ServiceContext(Settings(), store, writer))
+    now = START + timedelta(days=7)
+    service.capacity(now)
+    writer.flush()
+    path = store.latest("forecast_used_ratio", max_age="1000d")
+    assert set(path["ts"].to_list()) == {now}  # stamped when made, never in the future
+    assert set(path["bound"].to_list()) == {"expected", "lower", "upper"}
+    assert set(path["metric"].to_list()) == {
+        "host_filesystem_used_ratio",
+        "host_filesystem_files_used_ratio",
+        "host_memory_used_ratio",
+    }
+    disk = path.filter(pl.col("metric") == "host_filesystem_used_ratio", pl.col("mountpoint") == "/")
+    wide = disk.pivot(on="bound", index="ahead", values="value").sort("expected")
+    assert wide["ahead"].to_list() == ["0s", "10m", "1h", "6h", "1d", "3d"]  # 7d and on are past the horizon
+    assert (wide["lower"] <= wide["expected"]).all() and (wide["expected"] <= wide["upper"]).all()
+    day = wide.row(by_predicate=pl.col("ahead") == "1d", named=True)
+    assert day["lower"] < day["upper"] and day["expected"] == pytest.approx(0.834 + 0.2 * 25 / 100, abs=0.02)
+
+
+def test_ahead_samples_the_path_from_the_last_observation_and_never_past_it() -> None:
+    last = START + timedelta(minutes=50)
+    utc = pl.Datetime("us", "UTC")
+    path = pl.DataFrame(
+        {
+            "ts": [last + timedelta(hours=1), last + timedelta(hours=2)],
+            "yhat": [0.7, 1.2],
+            "yhat_lower": [0.6, 0.9],
+            "yhat_upper": [0.8, 1.5],
+            "name": "host_filesystem_used_ratio",
+            "mountpoint": "/",
+        },
+        schema_overrides={"ts": utc},
+    )
+    crossings = pl.DataFrame(
+        {"last_ts": [last], "last_value": [0.5], "name": "host_filesystem_used_ratio", "mountpoint": "/"},
+        schema_overrides={"last_ts": utc},
+    )
+    found = ahead(path, crossings, START + timedelta(hours=1), horizon="2h", leads=("0s", "1h", "2h", "3h"))
+    assert found.columns == ["name", "ahead", "yhat", "yhat_lower", "yhat_upper", "mountpoint"]
+    rows = {row[1]: row[2:5] for row in found.rows()}
+    assert set(rows) == {"0s", "1h"}  # now + 2h is past the path's end; 3h is past the horizon
+    assert rows["0s"] == pytest.approx((0.5 + 0.2 / 6, 0.5 + 0.1 / 6, 0.5 + 0.3 / 6))  # 10 of 60 minutes on
+    assert rows["1h"] == pytest.approx((0.7 + 0.5 / 6, 0.6 + 0.3 / 6, 0.8 + 0.7 / 6))  # 10 minutes past a step
+    clipped = ahead(path, crossings, last + timedelta(hours=2), horizon="2h", leads=("0s",))
+    assert clipped.select("yhat", "yhat_lower", "yhat_upper").row(0) == (1.0, 0.9, 1.0)
 
 
 def test_the_anomaly_job_scores_each_minute_flags_a_spike_once_and_keeps_its_state(
