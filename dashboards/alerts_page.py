@@ -5,7 +5,8 @@ Both read the store only — the alerting service records every change as an eve
 
 - ``alerts_view`` (page, range, tick): ``latest("ALERTS")``, ``events(kind="alert.*|silence.*|incident.*|
   notification.*")`` over the range → firing table, silences, incidents, timeline
-- ``capacity_view`` (page, host, tick): ``latest("forecast_threshold_seconds")`` → soonest first
+- ``capacity_view`` (page, host, tick): ``latest("forecast_threshold_seconds")`` → soonest first, and for
+  the first few a graph of their usage and forecast (:mod:`dashboards.capacity_graphs`)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import polars as pl
 from dash import Input, Output, html
 
 from dashboards import layout
+from dashboards.capacity_graphs import capacity_graphs
 from dashboards.ranges import range_span
 from dashboards.units import format_duration
 from qwq_core.errors import QwqError
@@ -121,7 +123,8 @@ def timeline_rows(events: pl.DataFrame, limit: int = 50) -> list[dict[str, Any]]
 
 
 def capacity_rows(latest: pl.DataFrame) -> list[dict[str, Any]]:
-    """Resources expected to reach the threshold, soonest first, with the forecast's range."""
+    """Resources expected to reach the threshold, soonest first, with the forecast's range (and, not shown
+    in the table, the ``metric`` and ``labels`` naming the series)."""
     if latest.is_empty() or "bound" not in latest.columns:
         return []
     keys = [c for c in latest.columns if c not in _HIDDEN_LABELS and c != "bound"]
@@ -138,6 +141,8 @@ def capacity_rows(latest: pl.DataFrame) -> list[dict[str, Any]]:
                 "runs out in": format_duration(row["expected"]) if row.get("expected") is not None else "",
                 "range": f"{format_duration(low)} – {format_duration(high)}" if low is not None and high else "",
                 "soon": row.get("expected") is not None and row["expected"] < 7 * 86400,
+                "metric": row["metric"],
+                "labels": {k: row[k] for k in keys if k != "metric" and row[k]},
             }
         )
     return rows
@@ -209,4 +214,6 @@ def register(app: dash.Dash, store: Store) -> None:
             return html.Div(f"Store unavailable: {exc}", className="qwq-muted")
         columns = ["resource", "host", "where", "runs out in", "range"]
         empty = "Nothing is expected to reach the threshold within the horizon (forecasts refresh hourly)."
-        return [card("What runs out first", simple_table(capacity_rows(latest), columns, empty, down="soon"))]
+        rows = capacity_rows(latest)
+        table = card("What runs out first", simple_table(rows, columns, empty, down="soon"))
+        return [table, capacity_graphs(store, rows, host, utcnow())]

@@ -11,9 +11,11 @@ Callbacks and what they read (``h`` = the selected host; graphs read the chosen 
 - ``live`` (range change): nothing → interval on/off and the live badge
 - ``tiles``: ``latest("host_*", labels={"host": h})`` → headline tiles and sample freshness
 - ``cpu``: ``query('host_cpu_usage_ratio{cpu="total",mode=~"|user|system|iowait|steal"}')`` → busy, modes
-- ``memory``: ``query("host_memory_*_bytes")`` and ``query("host_swap_used_bytes")`` → memory graph
+- ``memory``: ``query("host_memory_*_bytes")`` and ``query("host_swap_used_bytes")`` → memory graph;
+  ``latest("forecast_used_ratio", metric="host_memory_used_ratio")`` → the forecast band of used memory
 - ``network``: ``query("host_network_*_bytes_total", agg="rate")`` → rx/tx per device
-- ``filesystems``: ``query("host_filesystem_*_bytes")`` → used share per mountpoint (1 - free/size)
+- ``filesystems``: ``query("host_filesystem_*_bytes")`` → used share per mountpoint (1 - free/size);
+  ``latest("forecast_used_ratio", metric="host_filesystem_used_ratio")`` → a forecast band per mountpoint
 - ``disk_io``: ``query("host_disk_*_bytes_total", agg="rate")`` → read/write per device
 """
 

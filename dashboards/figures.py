@@ -3,17 +3,19 @@
 Every function takes frames shaped like :meth:`~qwq_core.store.Store.query` answers (``ts, value`` and
 label columns) plus the time window the graph covers, and draws one trace per label value in the house
 theme: dark, thin lines, units on the y axis, times in UTC. An empty frame gives a "no data yet" figure
-instead of an empty plot, so panels never have to check.
+instead of an empty plot, so panels never have to check. Overlays (anomaly markers, forecast bands) are
+added to a drawn figure, and leave it as it was when there is nothing to add.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from html import escape
 from typing import Any, Literal
 
+import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 
@@ -21,6 +23,7 @@ from dashboards.units import byte_scale
 from qwq_core.errors import QwqError
 from qwq_core.selectors import name_glob
 from qwq_core.store import Store
+from qwq_core.timeutil import parse_duration
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +213,106 @@ def add_anomaly_markers(figure: go.Figure, scores: pl.DataFrame, threshold: floa
     )
     figure.update_layout(yaxis2={"overlaying": "y", "range": [0, 1.04], "visible": False, "fixedrange": True})
     return figure
+
+
+FORECAST_METRIC = "forecast_used_ratio"
+FORECAST_EXTENSION = 0.25
+"""How far a graph with a forecast band extends its time axis past the window's end, as a share of the window
+(at least the forecast's first lead time)."""
+_BANDS = ("expected", "lower", "upper")
+
+
+def forecast_rows(store: Store, labels: dict[str, str]) -> pl.DataFrame:
+    """The newest ``forecast_used_ratio`` samples with ``labels`` (``metric`` among them), from the last three
+    hours — the capacity job refreshes hourly. Empty when the store fails: graphs still draw, without a band."""
+    try:
+        return store.latest(FORECAST_METRIC, labels=labels, max_age="3h")
+    except QwqError as exc:
+        log.warning("dashboard: forecasts unavailable: %s", exc)
+        return pl.DataFrame()
+
+
+def forecast_paths(forecast: pl.DataFrame, by: str, until: datetime) -> list[tuple[str, pl.DataFrame]]:
+    """Per value of ``by``: ``ts, expected, lower, upper`` from the time its newest forecast was made to
+    ``until`` at the latest — one point per lead time (``ahead``), and where the path runs past ``until`` a
+    last point there, linearly interpolated. ``forecast`` holds ``forecast_used_ratio`` samples
+    (``ts, value, bound, ahead, <by>``); a series with no point before ``until`` is left out."""
+    if forecast.is_empty() or not {"bound", "ahead"} <= set(forecast.columns):
+        return []
+    paths = []
+    for name, part in _groups(forecast, by):
+        newest = part.filter(pl.col("ts") == pl.col("ts").max())  # not a lead only an older refresh reached
+        wide = newest.pivot(on="bound", index=["ts", "ahead"], values="value", aggregate_function="first")
+        if not set(_BANDS) <= set(wide.columns):
+            continue
+        leads = pl.Series([parse_duration(a) for a in wide["ahead"]], dtype=pl.Duration("us"))
+        points = wide.select((pl.col("ts") + leads).alias("ts"), *_BANDS).sort("ts")
+        inside = points.filter(pl.col("ts") <= until)
+        if inside.is_empty():
+            continue
+        if inside.height < points.height:
+            inside = pl.concat([inside, _interpolated(points, until)])
+        paths.append((name, inside))
+    return paths
+
+
+def add_forecast_band(
+    figure: go.Figure, forecast: pl.DataFrame, *, by: str, window: Window, hover: str = "%{y:.1%}"
+) -> go.Figure:
+    """Continue each series past the window's end with its forecast: the interval shaded and the expected
+    path dotted, in the colour of the figure's trace named by the ``by`` value, grouped under one "forecast"
+    legend entry. The time axis extends by :data:`FORECAST_EXTENSION`; the y axis is left alone. ``forecast``
+    is as :func:`forecast_paths` takes it, its values in the figure's units (``hover`` formats them)."""
+    end = _extended_end(window, forecast)
+    paths = forecast_paths(forecast, by, end)
+    if not paths:
+        return figure
+    colors = {trace.name: trace.line.color for trace in figure.data if getattr(trace, "line", None)}
+    low, high = (hover.replace("%{y", f"%{{customdata[{bound}]") for bound in (0, 1))
+    for i, (name, path) in enumerate(paths):
+        color = colors.get(name or "value") or PALETTE[i % len(PALETTE)]
+        x = _timestamps(path["ts"])
+        common = {"name": "forecast", "legendgroup": "forecast", "mode": "lines"}
+        figure.add_trace(
+            go.Scatter(
+                x=x + x[::-1],
+                y=path["upper"].to_list() + path["lower"].to_list()[::-1],
+                fill="toself",
+                fillcolor=_alpha(color, 0.25),
+                line={"width": 0},
+                hoverinfo="skip",
+                showlegend=i == 0,
+                **common,
+            )
+        )
+        figure.add_trace(
+            go.Scatter(
+                x=x,
+                y=path["expected"].to_list(),
+                customdata=path.select("lower", "upper").rows(),
+                line={"color": color, "width": 1.4, "dash": "dot"},
+                hovertemplate=f"{hover} ({low}–{high})<extra>{escape(name or 'value')} forecast</extra>",
+                showlegend=False,
+                **common,
+            )
+        )
+    figure.update_layout(xaxis_range=[_utc_text(window[0]), _utc_text(end)], showlegend=True, margin={"t": 30})
+    return figure
+
+
+def _extended_end(window: Window, forecast: pl.DataFrame) -> datetime:
+    """The window's end plus :data:`FORECAST_EXTENSION` of it, or the forecast's first lead if that is longer."""
+    leads = [parse_duration(a) for a in forecast["ahead"].unique()] if "ahead" in forecast.columns else []
+    first = min((lead for lead in leads if lead > timedelta()), default=timedelta())
+    return window[1] + max((window[1] - window[0]) * FORECAST_EXTENSION, first)
+
+
+def _interpolated(points: pl.DataFrame, at: datetime) -> pl.DataFrame:
+    """``points`` (``ts`` and the bands) linearly interpolated at ``at``."""
+    ts = points["ts"].dt.epoch("us").to_numpy()
+    moment = pl.Series([at], dtype=points.schema["ts"]).dt.epoch("us")[0]
+    values = {band: [float(np.interp(moment, ts, points[band].to_numpy()))] for band in _BANDS}
+    return pl.DataFrame({"ts": pl.Series([at], dtype=points.schema["ts"]), **values})
 
 
 def _largest(frame: pl.DataFrame, stacked: bool = False) -> float:

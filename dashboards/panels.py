@@ -13,8 +13,9 @@ from datetime import datetime, timedelta
 import plotly.graph_objects as go
 import polars as pl
 
-from dashboards.figures import Window, io_figure, timeseries_figure
+from dashboards.figures import Window, add_forecast_band, forecast_rows, io_figure, timeseries_figure
 from dashboards.ranges import pick_step
+from dashboards.units import byte_scale
 from qwq_core.store import Store
 from qwq_core.store.tiers import Agg
 
@@ -83,7 +84,8 @@ def cpu_figures(store: Store, view: View) -> tuple[go.Figure, go.Figure]:
 
 
 def memory_figure(store: Store, view: View) -> go.Figure:
-    """Used, cached, available and swap used, with the total as a dashed ceiling."""
+    """Used, cached, available and swap used, with the total as a dashed ceiling; used continues as its
+    forecast."""
     frame = pl.concat(
         [view.read(store, "host_memory_*_bytes"), view.read(store, "host_swap_used_bytes")],
         how="diagonal_relaxed",
@@ -92,15 +94,22 @@ def memory_figure(store: Store, view: View) -> go.Figure:
         pl.col("name").replace_strict(MEMORY_SERIES).alias("series")
     )
     order = list(MEMORY_SERIES.values())
-    return timeseries_figure(
-        named, by="series", unit="bytes", window=view.window, order=order, dashed={"total"}
-    )
+    figure = timeseries_figure(named, by="series", unit="bytes", window=view.window, order=order, dashed={"total"})
+    forecast = forecast_rows(store, {"host": view.host, "metric": "host_memory_used_ratio"})
+    used = memory_in_bytes(forecast, frame)
+    if used.is_empty() or named.is_empty():
+        return figure
+    divisor, unit = byte_scale(float(named["value"].max()))  # type: ignore[arg-type]  # as the figure's axis
+    band = used.with_columns(pl.col("value") / divisor, series=pl.lit("used"))
+    return add_forecast_band(figure, band, by="series", window=view.window, hover=f"%{{y:,.2f}} {unit}")
 
 
 def filesystem_figure(store: Store, view: View) -> go.Figure:
-    """Used share of each filesystem, by mountpoint."""
+    """Used share of each filesystem, by mountpoint, continued by its forecast."""
     frame = view.read(store, "host_filesystem_*_bytes")
-    return timeseries_figure(used_share(frame), by="mountpoint", unit="ratio", window=view.window)
+    figure = timeseries_figure(used_share(frame), by="mountpoint", unit="ratio", window=view.window)
+    forecast = forecast_rows(store, {"host": view.host, "metric": "host_filesystem_used_ratio"})
+    return add_forecast_band(figure, share_of_size(forecast, frame), by="mountpoint", window=view.window)
 
 
 def used_share(frame: pl.DataFrame) -> pl.DataFrame:
@@ -111,6 +120,32 @@ def used_share(frame: pl.DataFrame) -> pl.DataFrame:
     free = frame.filter(pl.col("name") == "host_filesystem_free_bytes")
     joined = size.join(free, on=["ts", "mountpoint"], suffix="_free")
     return joined.select("ts", "mountpoint", (1 - pl.col("value_free") / pl.col("value")).alias("value"))
+
+
+def share_of_size(forecast: pl.DataFrame, frame: pl.DataFrame) -> pl.DataFrame:
+    """A forecast of df's used ratio, used / (used + available), as the share of the size the graph draws.
+
+    The graph counts blocks reserved for root (size − used − available: 5 % on ext4) as used, the forecast
+    does not; with the newest samples' sizes, share = 1 − (1 − ratio) · (used + available) / size. Empty
+    when ``frame`` lacks them.
+    """
+    names = ("host_filesystem_used_bytes", "host_filesystem_free_bytes", "host_filesystem_size_bytes")
+    if forecast.is_empty() or frame.is_empty() or not set(names) <= set(frame["name"]):
+        return forecast.clear()
+    newest = frame.filter(pl.col("ts") == pl.col("ts").max().over("name", "mountpoint"))
+    sizes = newest.pivot(on="name", index="mountpoint", values="value", aggregate_function="last").select(
+        "mountpoint", kept=(pl.col(names[0]) + pl.col(names[1])) / pl.col(names[2])
+    )
+    shares = forecast.join(sizes, on="mountpoint").with_columns(value=1 - (1 - pl.col("value")) * pl.col("kept"))
+    return shares.drop("kept")
+
+
+def memory_in_bytes(forecast: pl.DataFrame, frame: pl.DataFrame) -> pl.DataFrame:
+    """A forecast of the used share of memory in bytes: ratio × the newest total. Empty without the total."""
+    total = frame.filter(pl.col("name") == "host_memory_total_bytes").sort("ts") if not frame.is_empty() else frame
+    if forecast.is_empty() or total.is_empty():
+        return forecast.clear()
+    return forecast.with_columns(pl.col("value") * total["value"][-1])
 
 
 def disk_io_figure(store: Store, view: View) -> go.Figure:

@@ -15,7 +15,19 @@ import polars as pl
 import pytest
 
 from dashboards import create_dashboard
-from dashboards.layout import CARDS, CPU_BUSY, CPU_MODES, HOST, NETWORK, PAGE, PAGE_NAME, RANGE, REFRESH
+from dashboards.layout import (
+    CARDS,
+    CPU_BUSY,
+    CPU_MODES,
+    FILESYSTEMS,
+    HOST,
+    MEMORY,
+    NETWORK,
+    PAGE,
+    PAGE_NAME,
+    RANGE,
+    REFRESH,
+)
 from qwq_core.collector import samples
 from qwq_core.errors import StoreError
 from qwq_core.model import Event
@@ -387,3 +399,67 @@ def test_graphs_mark_the_anomalies_scored_for_their_metrics(filled: LocalStore) 
     assert len(marks["x"]) == 1 and "host_network_receive_bytes_total" in marks["hovertext"][0]
     cpu = figures(client, CPU_BUSY)[CPU_BUSY]
     assert not [trace for trace in cpu["data"] if trace["name"] == "anomaly"]  # load1 is not a CPU graph metric
+
+
+def forecast_ladder(made: datetime, metric: str, now_value: float, **labels: str) -> pl.DataFrame:
+    """``forecast_used_ratio`` samples as the capacity job writes them: rising 1 point an hour, ± 2 points."""
+    rows = [
+        ("forecast_used_ratio", {**labels, "metric": metric, "ahead": ahead, "bound": bound}, value + offset)
+        for ahead, value in (("0s", now_value), ("10m", now_value + 0.01 / 6), ("1h", now_value + 0.01))
+        for bound, offset in (("expected", 0.0), ("lower", -0.02), ("upper", 0.02))
+    ]
+    return samples(made, rows)
+
+
+def forecast_traces(figure: dict[str, Any]) -> list[dict[str, Any]]:
+    return [trace for trace in figure["data"] if trace["name"] == "forecast"]
+
+
+def test_host_graphs_continue_with_the_forecast_band(filled: LocalStore) -> None:
+    made = datetime.now(UTC) - timedelta(minutes=10)
+    ratio = "host_filesystem_used_ratio"
+    filled.write(
+        pl.concat(
+            [
+                forecast_ladder(made, ratio, 0.42, host=HOST_NAME, mountpoint="/"),
+                forecast_ladder(made, ratio, 0.8, host=HOST_NAME, mountpoint="/var"),
+                forecast_ladder(made, "host_memory_used_ratio", 0.4, host=HOST_NAME),
+                forecast_ladder(made, ratio, 0.1, host="db2", mountpoint="/"),  # another host's: not drawn
+            ],
+            how="diagonal",
+        )
+    )
+    client = create_dashboard(filled).server.test_client()
+    filesystems = figures(client, FILESYSTEMS)[FILESYSTEMS]
+    bands = forecast_traces(filesystems)
+    assert len(bands) == 4  # a shaded interval and a dotted expected line per mountpoint
+    lines = sorted((trace for trace in bands if trace.get("line", {}).get("dash") == "dot"), key=lambda t: t["y"][0])
+    assert [line["y"][0] for line in lines] == pytest.approx([0.42, 0.8])
+    assert lines[0]["x"][0] == made.strftime("%Y-%m-%d %H:%M:%S")
+    assert filesystems["layout"]["xaxis"]["range"][1] > datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    memory = figures(client, MEMORY)[MEMORY]
+    (line,) = [trace for trace in forecast_traces(memory) if trace.get("line", {}).get("dash") == "dot"]
+    assert line["y"][0] == pytest.approx(0.4 * 16)  # GiB: the ratio of the 16 GiB total
+    assert not forecast_traces(figures(client, NETWORK)[NETWORK])
+
+
+def test_the_capacity_page_graphs_what_runs_out_first_with_its_forecast(store: LocalStore) -> None:
+    now = datetime.now(UTC) - timedelta(seconds=1)
+    labels = {"metric": "host_filesystem_used_ratio", "mountpoint": "/var", "host": "h1"}
+    store.write(host_samples("h1", now, minutes=5))
+    store.write(
+        samples(now, [("forecast_threshold_seconds", {**labels, "bound": "expected"}, 2 * 86400)]),
+    )
+    store.write(
+        forecast_ladder(now - timedelta(minutes=30), "host_filesystem_used_ratio", 0.8, host="h1", mountpoint="/var")
+    )
+    client = create_dashboard(store).server.test_client()
+    values = {"url.pathname": "/capacity", f"{HOST}.value": "h1", f"{REFRESH}.n_intervals": 1}
+    table, graphs = call(client, "capacity-body.children", values, "url.pathname")["capacity-body"]["children"]
+    (card,) = graphs["props"]["children"]
+    assert "filesystem" in json.dumps(card) and "runs out in 2d 0h" in json.dumps(card)
+    figure = card["props"]["children"][1]["props"]["figure"]
+    assert figure["data"][0]["y"][-1] == pytest.approx(0.8)  # the history: used / (used + available)
+    assert len(forecast_traces(figure)) == 2
+    (threshold,) = figure["layout"]["shapes"]
+    assert threshold["y0"] == threshold["y1"] == 0.9 and threshold["line"]["dash"] == "dash"

@@ -8,8 +8,15 @@ import plotly.graph_objects as go
 import polars as pl
 import pytest
 
-from dashboards.figures import NO_DATA, empty_figure, io_figure, timeseries_figure
-from dashboards.panels import used_share
+from dashboards.figures import (
+    NO_DATA,
+    add_forecast_band,
+    empty_figure,
+    forecast_paths,
+    io_figure,
+    timeseries_figure,
+)
+from dashboards.panels import share_of_size, used_share
 from dashboards.ranges import NICE_STEPS, RANGES, RAW_UP_TO, TARGET_POINTS, is_live, pick_step, range_span
 from dashboards.tiles import MISSING, summarize
 from dashboards.units import byte_scale, format_bytes, format_count, format_duration
@@ -194,6 +201,75 @@ def test_used_share_divides_free_by_size_per_mountpoint() -> None:
     shares = used_share(frame)
     assert shares.select("mountpoint", "value").rows() == [("/", 0.75)]  # size 0 is skipped, not divided by
     assert used_share(frame.clear()).is_empty()
+
+
+# ---- forecast bands --------------------------------------------------------------------------------
+LADDER = {"0s": 0.50, "10m": 0.52, "1h": 0.60, "6h": 0.80}
+"""Expected value at each lead; the interval is ± 0.05 around it."""
+
+
+def forecast(made: datetime, ladder: dict[str, float] = LADDER, mountpoint: str = "/") -> pl.DataFrame:
+    """``forecast_used_ratio`` samples as ``store.latest`` returns them, all made at ``made``."""
+    rows = [
+        (ahead, bound, value + offset)
+        for ahead, value in ladder.items()
+        for bound, offset in (("expected", 0.0), ("lower", -0.05), ("upper", 0.05))
+    ]
+    return pl.DataFrame(
+        {
+            "ts": [made] * len(rows),
+            "value": [value for _, _, value in rows],
+            "name": "forecast_used_ratio",
+            "metric": "host_filesystem_used_ratio",
+            "mountpoint": mountpoint,
+            "ahead": [ahead for ahead, _, _ in rows],
+            "bound": [bound for _, bound, _ in rows],
+        },
+        schema_overrides={"ts": pl.Datetime("us", "UTC")},
+    )
+
+
+def test_the_band_starts_when_the_forecast_was_made_and_ends_with_the_extended_axis() -> None:
+    made = END - timedelta(minutes=20)
+    figure = timeseries_figure(series("mountpoint", {"/": [0.5] * 60}), by="mountpoint", unit="ratio", window=WINDOW)
+    add_forecast_band(figure, forecast(made), by="mountpoint", window=WINDOW)
+    band, expected = (trace for trace in figure.data if trace.name == "forecast")
+    end = END + timedelta(minutes=15)  # a quarter of the hour shown
+    assert expected.x[0] == made.strftime("%Y-%m-%d %H:%M:%S") and expected.x[-1] == end.strftime("%Y-%m-%d %H:%M:%S")
+    assert max(band.x) == expected.x[-1] and min(band.x) == expected.x[0]  # the polygon spans the same times
+    assert figure.layout.xaxis.range == (WINDOW[0].strftime("%Y-%m-%d %H:%M:%S"), expected.x[-1])
+    assert expected.line.color == "#5794f2" and band.fillcolor == "rgba(87, 148, 242, 0.25)"  # the series' colour
+    assert expected.line.dash == "dot" and band.showlegend and not expected.showlegend
+    assert figure.layout.yaxis.range == (0, 1) and figure.layout.yaxis.tickformat == ".0%"  # axis untouched
+
+
+def test_the_path_is_interpolated_between_lead_times_and_cut_at_the_axis_end() -> None:
+    made = END - timedelta(minutes=20)
+    ((name, path),) = forecast_paths(forecast(made), "mountpoint", END + timedelta(minutes=15))
+    assert name == "/" and path["ts"].to_list() == [made, made + timedelta(minutes=10), END + timedelta(minutes=15)]
+    # END + 15 min is 25 of the 50 minutes from the 10m lead to the 1h lead: halfway from 0.52 to 0.60
+    assert path.row(-1)[1:] == pytest.approx((0.56, 0.51, 0.61))
+    assert forecast_paths(forecast(made), "mountpoint", made - timedelta(minutes=1)) == []
+
+
+def test_a_figure_without_forecast_rows_is_unchanged() -> None:
+    figure = timeseries_figure(series("mountpoint", {"/": [0.5] * 60}), by="mountpoint", unit="ratio", window=WINDOW)
+    before = figure.to_dict()
+    for rows in (pl.DataFrame(), forecast(END).clear()):
+        assert add_forecast_band(figure, rows, by="mountpoint", window=WINDOW).to_dict() == before
+
+
+def test_a_forecast_of_dfs_ratio_is_drawn_as_a_share_of_the_size() -> None:
+    gb = 1e9
+    frame = samples(
+        [(0, 100 * gb, {"mountpoint": "/"}), (0, 70 * gb, {"mountpoint": "/"}), (0, 25 * gb, {"mountpoint": "/"})]
+    ).with_columns(
+        pl.Series("name", ["host_filesystem_size_bytes", "host_filesystem_used_bytes", "host_filesystem_free_bytes"])
+    )
+    ratio = forecast(END, {"0s": 70 / 95})  # df: used / (used + available); 5 GB are reserved for root
+    shares = share_of_size(ratio, frame).filter(pl.col("bound") == "expected")
+    assert shares["value"].to_list() == pytest.approx([0.75])  # as the graph draws it: 1 - free / size
+    assert share_of_size(ratio, frame.clear()).is_empty()
 
 
 # ---- tiles -----------------------------------------------------------------------------------------
