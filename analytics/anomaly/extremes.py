@@ -12,6 +12,12 @@ models), never from the point being judged, so a ramp cannot teach the tail, poi
 larger values are normal — the failure of tails learnt one point at a time. A side the series never
 strays to (a ratio that sits at 0) gets an exponential tail whose scale is a share of the window's mean
 absolute deviation, so leaving the range there is rare, not impossible.
+
+With ``smoothing``, the values judged are the series' exponentially weighted mean instead (a gain of
+``smoothing`` per point) and only every ``every``-th one is kept in the window, which then reaches back
+``every`` times further. Averaging takes the bursts out of a bursty series, so a slow ramp or a moderate
+shift that no single value betrays leaves the range the mean has kept — over days, so a weekly cycle is
+part of that range.
 """
 
 from __future__ import annotations
@@ -33,42 +39,63 @@ class Extremes(Arrays):
     """Per series: the window of recent values and the fitted tails (threshold, shape, scale per side)."""
 
     buffer: np.ndarray  # (series, WINDOW), float32: the largest part of the detector's state
-    count: FloatArray
+    count: FloatArray  # values kept in the window so far
+    seen: FloatArray  # values judged so far
     offset: FloatArray
+    mean: FloatArray  # the EW mean judged instead of the value, with ``smoothing``
     median: FloatArray
     tail: FloatArray  # (series, 2 sides, 3): threshold excess over the median, GPD shape, GPD scale
 
-    def __init__(self) -> None:
+    def __init__(self, smoothing: float = 0.0, every: int = 1) -> None:
+        self.smoothing, self.every = smoothing, every
         zero = np.zeros(0)
         super().__init__(
             buffer=np.zeros((0, WINDOW), dtype=np.float32),
             count=zero,
+            seen=zero,
             offset=zero,
+            mean=zero,
             median=zero,
             tail=np.zeros((0, 2, 3)),
         )
 
+    def defaults(self) -> dict[str, float]:
+        return {"mean": np.nan}
+
     def step(self, idx: Index, y: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """p-values of ``y`` being so high and so low (1 until the window has :data:`_MIN_FIT` values); then
-        add ``y`` to the window."""
-        count = self.count[idx].astype(np.int64)
+        """p-values of ``y`` (or of the mean it moves) being so high and so low (1 until the window has
+        :data:`_MIN_FIT` values); then keep it in the window when its turn comes."""
+        if self.smoothing > 0:
+            mean = self.mean[idx]
+            y = np.where(np.isfinite(mean), mean + self.smoothing * (y - mean), y)
+            self.mean[idx] = y
         tail = self.tail[idx]
         offset = y - self.median[idx]
         fitted = tail[:, 0, 2] > 0
         p_high = np.where(fitted, _survival(offset, tail[:, 0]), 1.0)
         p_low = np.where(fitted, _survival(-offset, tail[:, 1]), 1.0)
-        local = np.arange(len(y))
-        buffer = self.buffer[idx]
-        buffer[local, count % WINDOW] = y
-        self.buffer[idx] = buffer
-        self.count[idx] = count + 1
-        self._refit(idx, count + 1)
+        seen = self.seen[idx].astype(np.int64)
+        self.seen[idx] = seen + 1
+        keep = seen % self.every == 0
+        if keep.all():
+            self._keep(idx, y)
+        elif keep.any():
+            self._keep(np.arange(self.count.shape[0])[idx][keep], y[keep])
         return p_high, p_low
 
     def relevel(self, idx: Index, shift: FloatArray) -> None:
-        """Move the window and its fit by ``shift`` (after a confirmed level shift)."""
+        """Move the window, its fit and the mean by ``shift`` (after a confirmed level shift)."""
         self.buffer[idx] = self.buffer[idx] + shift[:, None].astype(np.float32)
         self.median[idx] = self.median[idx] + shift
+        self.mean[idx] = self.mean[idx] + shift
+
+    def _keep(self, idx: Index, y: FloatArray) -> None:
+        count = self.count[idx].astype(np.int64)
+        buffer = self.buffer[idx]
+        buffer[np.arange(len(y)), count % WINDOW] = y
+        self.buffer[idx] = buffer
+        self.count[idx] = count + 1
+        self._refit(idx, count + 1)
 
     def _refit(self, idx: Index, count: np.ndarray) -> None:
         offset = self.offset[idx].astype(np.int64)

@@ -2,13 +2,15 @@
 
 Per point, each method turns the series' past into evidence of how unusual the point is — the robust
 residual of the best smoothing model, above and below (spikes, seasonality breaks; :mod:`.residual`), the
-value against the tails of the series' recent values (far outside its range; :mod:`.extremes`), CUSUMs
-of level and scale (level shifts, trend changes, variance changes, flatlines; :mod:`.changepoint`), k-means
-consensus (unfamiliar shapes; :mod:`.kmeans`), gaps and stuck values (:mod:`.missing`). Each becomes a
+value and its smoothed mean against the tails of their recent history (far outside the series' range, or
+a level a bursty series has not kept in days; :mod:`.extremes`), CUSUMs of level and scale (level shifts,
+trend changes, variance changes, flatlines; :mod:`.changepoint`), k-means consensus (unfamiliar shapes;
+:mod:`.kmeans`), gaps and stuck values (:mod:`.missing`). Each becomes a
 p-value — through its own per-series tail model where the null distribution depends on the series — and the
 p-values are fused (:mod:`.combine`). A point is scored before it is learnt from, so a score depends on the
 series' past and the point only; after a point that looks anomalous, scales and profiles learn less, so an
-anomaly does not become the norm it is measured against.
+anomaly does not become the norm it is measured against. An episode, once flagged, lasts while the p-value
+stays within :data:`HOLD` times the false-alarm rate, so a score hovering at the threshold is one alarm.
 
 Counters (``name`` ending in ``_total``) are scored on their per-second rate, resets tolerated; the first
 point of a counter has no rate. A missing value (NaN or null) leaves the state untouched; the gap it leaves
@@ -52,9 +54,11 @@ _MAX_RESCALE = 4.0
 _DOUBT = 1e-3  # after a point this unlikely, scales and profiles learn less (in proportion to p)
 _MIN_TRUST = 0.05
 STATISTICS = ("above", "below", "shape")
-WEIGHTS = (0.15, 0.15, 0.2, 0.2, 0.05, 0.1, 0.1, 0.025, 0.025)
-"""Bonferroni weights of the p-values: residual above and below, value high and low, shape, level, variance,
-gap, stuck."""
+SMOOTHING, EVERY = 0.125, 4  # the smoothed mean: ~8 points' memory, a window reaching 4 x 512 points back
+HOLD = 10.0  # an episode goes on while p stays below HOLD x the false-alarm rate: one event, not a flicker
+WEIGHTS = (0.125, 0.125, 0.175, 0.175, 0.05, 0.05, 0.05, 0.1, 0.1, 0.025, 0.025)
+"""Bonferroni weights of the p-values: residual above and below, value high and low, smoothed mean high and
+low, shape, level, variance, gap, stuck."""
 _PRIORS = {  # (90th percentile, log-moments of the excesses) of each statistic for Gaussian noise
     "above": (2.7, 0.55, 0.47),
     "below": (2.7, 0.55, 0.47),
@@ -98,6 +102,7 @@ class OnlineDetector:
         self.series = SeriesState()
         self.residual = SeasonalResidual()
         self.extremes = Extremes()
+        self.smoothed = Extremes(SMOOTHING, EVERY)
         self.change = ChangeStatistics()
         self.kmeans = KMeansConsensus()
         self.continuity = Continuity()
@@ -156,6 +161,7 @@ class OnlineDetector:
             "series": self.series,
             "residual": self.residual,
             "extremes": self.extremes,
+            "smoothed": self.smoothed,
             "change": self.change,
             "kmeans": self.kmeans,
             "continuity": self.continuity,
@@ -178,6 +184,7 @@ class OnlineDetector:
             hashes = np.array([zlib.crc32(key.encode()) for key in new])  # staggers periodic work across series
             self.kmeans.offset[fresh] = hashes % RETRAIN
             self.extremes.offset[fresh] = hashes % REFIT
+            self.smoothed.offset[fresh] = (hashes + REFIT // 2) % REFIT
         return np.array([self._rows[key] for key in plan.keys], dtype=np.intp)
 
     def _step(self, idx: Index, ts_us: FloatArray, raw: FloatArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -203,8 +210,9 @@ class OnlineDetector:
         sub: Index = idx if usable.all() else rows[usable]
         p = self._pvalue(sub, ts_us[usable], value[usable], elapsed[usable])
         score[usable] = score_from_p(p)
-        flag[usable] = p < self.false_positive_rate
-        onset[usable] = flag[usable] & (series.alarm[sub] == 0)
+        alarm = series.alarm[sub] > 0
+        flag[usable] = (p < self.false_positive_rate) | (alarm & (p < HOLD * self.false_positive_rate))
+        onset[usable] = flag[usable] & ~alarm
         series.alarm[sub] = flag[usable].astype(float)
         return score, flag, onset
 
@@ -224,6 +232,7 @@ class OnlineDetector:
         # tail models fit best; heavier tails get a larger fitted shape.
         # Each side of the residual has its own tail: skewed noise is often quiet on one side.
         high, low = self.extremes.step(idx, y)
+        mean_high, mean_low = self.smoothed.step(idx, y)
         square = z**2
         stats = {"above": np.where(z > 0, square, 0.0), "below": np.where(z < 0, square, 0.0)}
         stats["shape"] = self.kmeans.step(idx, y) ** 2
@@ -232,7 +241,10 @@ class OnlineDetector:
             self.tails[name].update(idx, stat, tail[name])
         self._adapt(idx, level, variance, scale)
         series.count[idx] = count + 1
-        p = fuse([tail["above"], tail["below"], high, low, tail["shape"], level, variance, gap, stuck], WEIGHTS)
+        p = fuse(
+            [tail["above"], tail["below"], high, low, mean_high, mean_low, tail["shape"], level, variance, gap, stuck],
+            WEIGHTS,
+        )
         series.last_p[idx] = p
         return np.where(count + 1 < MIN_POINTS, 1.0, p)
 
@@ -255,6 +267,7 @@ class OnlineDetector:
             shift = self.change.confirm_level(rows[shifted]) * scale[shifted]
             self.residual.relevel(rows[shifted], shift)
             self.extremes.relevel(rows[shifted], shift)
+            self.smoothed.relevel(rows[shifted], shift)
         changed = variance < CONFIRM_P
         if changed.any():
             # Only louder: a series gone quiet (stuck, stopped) is usually an outage that ends, and a scale

@@ -22,6 +22,7 @@ from analytics.anomaly.combine import TailModel, fuse, score_from_p
 from analytics.anomaly.extremes import REFIT, WINDOW, Extremes
 from analytics.anomaly.kmeans import fit
 from analytics.anomaly.missing import Continuity
+from analytics.anomaly.online import MIN_POINTS
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -307,6 +308,37 @@ def test_extremes_judge_a_point_by_a_fit_it_did_not_teach() -> None:
     assert max(ramp) < 1e-5
     _, low = extremes.step(rows, np.array([-8.0]))
     assert low[0] < 1e-6
+
+
+def test_the_smoothed_mean_finds_a_busier_idle_that_no_single_value_betrays() -> None:
+    # Idle near 0 with bursts to 0.75-0.95 at 5 % of points; then the idle rises to 0.5, below every burst.
+    rng = np.random.default_rng(2)
+    values = np.abs(rng.normal(0, 0.01, 4 * WINDOW + 60))
+    bursts = rng.random(values.size) < 0.05
+    values[bursts] = rng.uniform(0.75, 0.95, bursts.sum())
+    values[4 * WINDOW :] += np.where(values[4 * WINDOW :] < 0.5, 0.5, 0.0)
+    plain, smoothed, rows = Extremes(), Extremes(0.125, 4), np.arange(1)
+    for extremes in (plain, smoothed):
+        extremes.grow(1)
+    p_plain, p_smoothed = [], []
+    for value in values:
+        p_plain.append(plain.step(rows, np.array([value]))[0][0])
+        p_smoothed.append(smoothed.step(rows, np.array([value]))[0][0])
+    before, after = slice(2 * WINDOW, 4 * WINDOW), slice(4 * WINDOW + 20, None)
+    assert min(p_smoothed[before]) > 1e-4  # the bursts move the mean, and that is its normal range
+    assert max(p_smoothed[after]) < 1e-4
+    assert min(p_plain[after]) > 1e-2  # every value lies within the range the bursts span
+    assert smoothed.count[0] == (values.size + 3) // 4  # every fourth mean is kept: the window reaches 4x back
+
+
+def test_an_episode_holds_while_p_stays_near_the_threshold() -> None:
+    detector = OnlineDetector("medium")  # flags p < 1e-4; an episode holds while p < HOLD x 1e-4
+    detector.update(frame(noise(MIN_POINTS)))
+    fed = iter([5e-5, 5e-4, 5e-5, 5e-3, 5e-4, 5e-5])
+    detector._pvalue = lambda idx, ts, y, elapsed: np.array([next(fed)])  # type: ignore[method-assign]
+    scored = detector.update(frame(noise(MIN_POINTS + 6))[MIN_POINTS:])
+    assert scored["is_anomaly"].to_list() == [True, True, True, False, False, True]
+    assert scored["anomaly_onset"].to_list() == [True, False, False, False, False, True]
 
 
 def test_stuck_runs_are_rare_in_noise_but_learnt_where_a_series_idles() -> None:
