@@ -6,6 +6,9 @@ Jobs (thin wrappers: read the store, call the pure functions, write series and e
   inode and memory usage → ``forecast_threshold_seconds{metric, bound}`` and
   ``forecast_used_ratio{metric, bound, ahead}`` series (see :func:`path_samples`) and a
   ``capacity.forecast`` event when a resource is expected to cross the threshold within ``warn_within``;
+- ``analytics.multivariate`` (every 5 minutes): each host's metric vector over the last ``history``,
+  scored by :func:`analytics.host_anomalies.score_hosts` in a short-lived process → ``host_anomaly_score{host}``
+  series and an ``anomaly.multivariate`` event at each onset naming the metrics behind it;
 - ``analytics.anomaly`` (every minute): the last minute of every series, averaged per minute, through one
   :class:`~analytics.anomaly.OnlineDetector` → ``anomaly_score{metric, <labels>}`` series and an
   ``anomaly.detected`` event at each onset. The detector's state is saved next to the store on close and
@@ -16,11 +19,11 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 import polars as pl
@@ -29,7 +32,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from analytics.anomaly.combine import Sensitivity, false_positive_rate
 from analytics.anomaly.online import OnlineDetector
 from analytics.anomaly.output import anomaly_events, score_samples
-from analytics.capacity import SOURCES, Outlook, outlook
+from analytics.capacity import SOURCES, outlook
+from analytics.host_anomalies import METRICS as HOST_METRICS
+from analytics.host_anomalies import MIN_ROWS, host_events, host_samples, score_hosts
 from qwq_core.collector import samples
 from qwq_core.model import Event, MetricInfo, is_valid_label_name
 from qwq_core.scheduler import Job
@@ -93,8 +98,26 @@ class AnomalyOptions(BaseModel):
         default="medium", description="expected false alarms per point: 1e-5, 1e-4, 1e-3"
     )
     exclude: list[str] = Field(
-        default_factory=lambda: ["anomaly_score", "forecast_*", "ALERTS", "qwq_*", "*_info", "*_up"],
+        default_factory=lambda: ["*anomaly_score", "forecast_*", "ALERTS", "qwq_*", "*_info", "*_up"],
         description="name globs not scored (derived series, self-metrics, up/down states)",
+    )
+
+
+class MultivariateOptions(BaseModel):
+    """``[analytics.multivariate]``: each host's metrics scored together (IsolationForest)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    interval: Duration = Field(default=timedelta(minutes=5), description="how often the newest rows are scored")
+    history: Duration = Field(default=timedelta(days=1), description="the rows the model learns from")
+    step: Duration = Field(default=timedelta(minutes=1), description="one row per host per step")
+    sensitivity: Literal["low", "medium", "high"] = Field(
+        default="low", description="expected false alarms per row: 1e-5, 1e-4, 1e-3"
+    )
+    metrics: list[str] = Field(default_factory=lambda: ["host_*"], description="name globs making the vector")
+    exclude: list[str] = Field(
+        default_factory=lambda: ["host_anomaly_score", "*_info", "*_up"], description="name globs left out"
     )
 
 
@@ -105,6 +128,7 @@ class AnalyticsOptions(BaseModel):
 
     capacity: CapacityOptions = Field(default_factory=CapacityOptions)
     anomaly: AnomalyOptions = Field(default_factory=AnomalyOptions)
+    multivariate: MultivariateOptions = Field(default_factory=MultivariateOptions)
 
 
 class AnalyticsService:
@@ -117,18 +141,21 @@ class AnalyticsService:
         self.options = options
         self.context = context
         self._warned: set[str] = set()
+        self._alarmed: set[str] = set()  # hosts in a multivariate episode
         self.state_path = context.settings.store_path.with_name("qwq.anomaly-state.npz")
         self.detector = load_detector(self.state_path, options.anomaly.sensitivity)
-        context.writer.add_metrics(FORECAST_METRICS + ANOMALY_METRICS)
+        context.writer.add_metrics(FORECAST_METRICS + ANOMALY_METRICS + HOST_METRICS)
 
     def jobs(self) -> Sequence[Job]:
         """The enabled jobs."""
         jobs = []
-        capacity, anomaly = self.options.capacity, self.options.anomaly
+        capacity, anomaly, multivariate = self.options.capacity, self.options.anomaly, self.options.multivariate
         if capacity.enabled:
             jobs.append(Job("analytics.capacity", capacity.interval, self.capacity, timeout=timedelta(minutes=10)))
         if anomaly.enabled:
             jobs.append(Job("analytics.anomaly", anomaly.interval, self.score, timeout=anomaly.interval))
+        if multivariate.enabled:
+            jobs.append(Job("analytics.multivariate", multivariate.interval, self.hosts, timeout=multivariate.interval))
         return jobs
 
     def score(self, now: datetime) -> int:
@@ -144,6 +171,29 @@ class AnalyticsService:
         self.context.writer.add_events(anomaly_events(scored, source="analytics"))
         return int(scored["is_anomaly"].sum())
 
+    def hosts(self, now: datetime) -> int:
+        """Score each host's metric vector over the last interval; returns how many rows were anomalous."""
+        options = self.options.multivariate
+        end = floor_time(now, options.step)
+        since = end - options.history
+        frame = pl.concat(
+            [self.context.store.query(glob, since=since, until=end, step=options.step) for glob in options.metrics],
+            how="diagonal_relaxed",
+        )
+        if "host" not in frame.columns:
+            return 0
+        frame = frame.filter(pl.col("host").is_not_null(), ~pl.any_horizontal(name_glob(g) for g in options.exclude))
+        if frame["ts"].n_unique() < MIN_ROWS:
+            return 0
+        scored = in_child(
+            score_hosts, frame, now=end, interval=options.interval, step=options.step, sensitivity=options.sensitivity
+        )
+        if scored.is_empty():
+            return 0
+        self.context.writer.add(host_samples(scored))
+        self.context.writer.add_events(host_events(scored, self._alarmed))
+        return int(scored["is_anomaly"].sum())
+
     def capacity(self, now: datetime) -> int:
         """Refresh the capacity forecasts; returns how many resources cross the threshold within the horizon."""
         options = self.options.capacity
@@ -154,7 +204,7 @@ class AnalyticsService:
             ],
             how="diagonal_relaxed",
         )
-        found = forecast_in_child(history, now, options.threshold, options.horizon)
+        found = in_child(outlook, history, now, threshold=options.threshold, horizon=options.horizon)
         if found.crossings.is_empty():
             return 0
         self.context.writer.add(forecast_samples(found.crossings, now))
@@ -184,15 +234,19 @@ class AnalyticsService:
                 log.warning("cannot save the anomaly detector's state to %s: %s", self.state_path, exc)
 
 
-def forecast_in_child(history: pl.DataFrame, now: datetime, threshold: float, horizon: timedelta) -> Outlook:
-    """:func:`analytics.capacity.outlook` in a short-lived process.
+T = TypeVar("T")
 
-    statsmodels, scipy and pandas add ~150 MB to whichever process imports them; an hourly job should not
-    keep that in ``qwq up`` for good, so the forecast runs where its memory is returned when it ends.
+
+def in_child(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``function(*args, **kwargs)`` in a short-lived process.
+
+    statsmodels, scikit-learn, scipy and pandas add 150 MB or more to whichever process imports them; a job
+    every few minutes or hours should not keep that in ``qwq up`` for good, so the forecasts and the
+    multivariate model run where their memory is returned when they end.
     """
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(outlook, history, now, threshold=threshold, horizon=horizon).result()
+        return pool.submit(function, *args, **kwargs).result()
 
 
 def load_detector(path: Path, sensitivity: Sensitivity) -> OnlineDetector:
@@ -256,6 +310,7 @@ __all__ = [
     "AnalyticsService",
     "AnomalyOptions",
     "CapacityOptions",
+    "MultivariateOptions",
     "forecast_samples",
     "load_detector",
     "path_samples",

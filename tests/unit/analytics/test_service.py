@@ -1,4 +1,4 @@
-"""The analytics service: usage ratios, its capacity forecast job and its online anomaly job."""
+"""The analytics service: usage ratios, its capacity forecast job, its online anomaly job and its multivariate job."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from analytics.capacity import ahead, runs_out, usage_ratios
+from analytics.host_anomalies import host_events
 from analytics.service import AnalyticsOptions, AnalyticsService
 from qwq_core.collector import samples
 from qwq_core.services import ServiceContext
@@ -160,3 +161,64 @@ def test_the_anomaly_job_scores_each_minute_flags_a_spike_once_and_keeps_its_sta
     service.close()
     restored = AnalyticsService(AnalyticsOptions(), ServiceContext(settings, store, writer))
     assert len(restored.detector) == 1
+
+
+def test_the_multivariate_job_scores_the_newest_rows_of_each_host_and_names_what_broke(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(21)
+    minutes = 360
+    load = rng.normal(size=minutes)
+    cpu = 0.5 + 0.1 * load + 0.01 * rng.normal(size=minutes)
+    memory = 2e9 + 1e8 * load + 1e7 * rng.normal(size=minutes)
+    cpu[357] -= 0.25  # memory climbs while CPU falls: each value alone is plausible
+    memory[357] += 3e8
+    store.write(
+        pl.concat(
+            [
+                samples(
+                    START + timedelta(minutes=i, seconds=5),
+                    [
+                        ("host_cpu_usage_ratio", {"host": "h", "cpu": "total"}, cpu[i]),
+                        ("host_memory_used_bytes", {"host": "h"}, memory[i]),
+                        ("app_requests", {"app": "a"}, 1.0),  # no host: not part of any vector
+                    ],
+                )
+                for i in range(minutes)
+            ]
+        )
+    )
+    settings = Settings(store={"path": tmp_path / "qwq.duckdb"})
+    writer = BufferedWriter(store)
+    options = AnalyticsOptions(multivariate={"history": "6h", "sensitivity": "medium"})
+    service = AnalyticsService(options, ServiceContext(settings, store, writer))
+    assert "analytics.multivariate" in [job.name for job in service.jobs()]
+    assert service.hosts(START + timedelta(minutes=minutes, seconds=30)) == 1
+    writer.flush()
+    scores = store.query("host_anomaly_score", since=START, until=START + timedelta(hours=7))
+    assert scores["ts"].to_list() == [START + timedelta(minutes=m) for m in range(355, 360)]
+    assert set(scores["host"].to_list()) == {"h"} and scores["value"].is_between(0, 1).all()
+    assert scores["value"].arg_max() == 2
+    events = store.events(since=START, kind="anomaly.multivariate")
+    assert events.height == 1 and "host h" in events["message"][0]
+    assert "host_memory_used_bytes" in events["message"][0]  # the metric whose return to typical clears it most
+    assert events["attrs"][0] and "host_memory_used_bytes{}" in events["attrs"][0]
+
+
+def test_a_multivariate_episode_across_runs_is_announced_once() -> None:
+    def rows(flags: list[bool], start: int) -> pl.DataFrame:
+        return pl.DataFrame(
+            {
+                "host": "h",
+                "ts": [START + timedelta(minutes=start + i) for i in range(len(flags))],
+                "anomaly_score": [0.9 if f else 0.1 for f in flags],
+                "is_anomaly": flags,
+                "top_metrics": [["host_load1{}"] if f else [] for f in flags],
+            }
+        )
+
+    alarmed: set[str] = set()
+    assert len(host_events(rows([False, True, True], 0), alarmed)) == 1 and alarmed == {"h"}
+    again = host_events(rows([True, False, True], 3), alarmed)
+    assert [e.ts for e in again] == [START + timedelta(minutes=5)] and "host_load1" in again[0].message
+    assert host_events(rows([False], 6), alarmed) == [] and alarmed == set()
