@@ -145,10 +145,18 @@ def time_to_threshold(
     (2.1–5.0)``; then the series' columns. Times between forecast steps are linearly interpolated. Other
     arguments as in :func:`forecast`.
     """
-    _check_threshold(threshold)
-    keys, prepared = _prepare_all(frame, horizon, seasonality, counter)
-    predictions = _predict_all(prepared, _model_fn(model), _check_level(level), workers)
-    return _crossing_frame(keys, prepared, predictions, float(threshold), direction, parse_duration(horizon))
+    _, crossings = forecast_and_crossings(
+        frame,
+        threshold,
+        horizon=horizon,
+        direction=direction,
+        seasonality=seasonality,
+        level=level,
+        counter=counter,
+        model=model,
+        workers=workers,
+    )
+    return crossings
 
 
 def forecast_and_crossings(
