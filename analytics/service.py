@@ -259,7 +259,7 @@ def load_detector(path: Path, sensitivity: Sensitivity) -> OnlineDetector:
             detector.false_positive_rate = false_positive_rate(sensitivity)
             return detector
         except (OSError, ValueError, KeyError) as exc:
-            log.warning("anomaly detector state %s unreadable, starting afresh: %s", path, exc)
+            log.warning("anomaly detector state %s unreadable or from another version, starting afresh: %s", path, exc)
     return OnlineDetector(sensitivity)
 
 
