@@ -163,6 +163,8 @@ class Scheduler:
             ticks = backoff_ticks(job, state.failures)
             earliest = due + ticks * interval
             now = self._now()
+            if earliest - now > (ticks + 1) * interval:  # the wall clock stepped back during the run
+                earliest = next_tick(now, interval, offset) + ticks * interval
             if earliest > now:
                 due, missed = earliest, 0
             else:  # overran: skip to the next tick in the future, counting the ones missed

@@ -192,6 +192,27 @@ def test_a_wall_clock_stepping_back_rejoins_the_grid_at_once() -> None:
     assert time.monotonic() - started < 10
 
 
+def test_a_wall_clock_stepping_back_during_a_run_rejoins_the_grid_at_once() -> None:
+    jump = {"offset": 0.0}
+    runs: list[datetime] = []
+
+    def work(now: datetime) -> None:
+        if len(runs) == 3:
+            jump["offset"] = -30.0  # stepped back while this run is under way, not while the scheduler sleeps
+        time.sleep(0.01)
+        runs.append(now)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(2, stop.set)
+        clock = lambda: time.time() + jump["offset"]  # noqa: E731
+        await Scheduler([Job("j", TICK, work, timeout=timedelta(seconds=1))], lambda _: None, clock=clock).run(stop)
+
+    asyncio.run(main())
+    assert len(runs) >= 10  # not 4: waiting out the 30 s the clock went back
+    assert runs[-1].timestamp() < time.time() - 20
+
+
 def test_a_hung_job_does_not_keep_the_process_from_exiting() -> None:
     script = (
         "import asyncio, time\n"
