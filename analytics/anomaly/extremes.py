@@ -80,7 +80,7 @@ class Extremes(Arrays):
         if keep.all():
             self._keep(idx, y)
         elif keep.any():
-            self._keep(np.arange(self.count.shape[0])[idx][keep], y[keep])
+            self._keep(self.rows(idx)[keep], y[keep])
         return p_high, p_low
 
     def relevel(self, idx: Index, shift: FloatArray) -> None:
@@ -102,7 +102,7 @@ class Extremes(Arrays):
         due = (count >= _MIN_FIT) & (((count + offset) % REFIT == 0) | (count == _MIN_FIT))
         if not due.any():
             return
-        rows = np.arange(self.count.shape[0])[idx][due]
+        rows = self.rows(idx)[due]
         filled = np.minimum(count[due], WINDOW)
         full = filled == WINDOW
         for part, size in ((rows[full], WINDOW), *((rows[filled == n], n) for n in np.unique(filled[~full]))):

@@ -69,7 +69,7 @@ class KMeansConsensus(Arrays):
         due = (count >= WINDOW) & ((count + offset) % RETRAIN == 0)
         if not due.any():
             return
-        rows = (np.arange(self.count.shape[0])[idx])[due]
+        rows = self.rows(idx)[due]
         order = (count[due, None] + np.arange(WINDOW)) % WINDOW  # oldest first
         history = self.buffer[rows[:, None], order]
         centroids, threshold = fit(np.diff(_windows(history), axis=2))

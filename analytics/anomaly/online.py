@@ -206,7 +206,7 @@ class OnlineDetector:
         onset = np.zeros(len(raw), dtype=bool)
         if not usable.any():
             return score, flag, onset
-        rows = np.arange(series.count.shape[0])[idx]
+        rows = series.rows(idx)
         sub: Index = idx if usable.all() else rows[usable]
         p = self._pvalue(sub, ts_us[usable], value[usable], elapsed[usable])
         score[usable] = score_from_p(p)
@@ -261,7 +261,7 @@ class OnlineDetector:
 
     def _adapt(self, idx: Index, level: FloatArray, variance: FloatArray, scale: FloatArray) -> None:
         """After a confirmed change, make the new level or scale the models' normal at once."""
-        rows = np.arange(self.series.count.shape[0])[idx]
+        rows = self.series.rows(idx)
         shifted = level < CONFIRM_P
         if shifted.any():
             shift = self.change.confirm_level(rows[shifted]) * scale[shifted]

@@ -88,7 +88,7 @@ class Profile(Arrays):
         self.visits[idx] = visits
         due = count % _REFRESH == 0
         if due.any():  # now and then: recentre (its mean belongs to the levels) and measure the range
-            rows = np.arange(self.baseline.shape[0])[idx][due]
+            rows = self.rows(idx)[due]
             recentred = self.season[rows] - self.season[rows].mean(axis=1, keepdims=True)
             self.season[rows] = recentred
             self.strength[rows] = np.ptp(recentred, axis=1)

@@ -34,6 +34,10 @@ class Arrays:
         """The value each array takes for a new series (0 unless overridden)."""
         return {}
 
+    def rows(self, idx: Index) -> npt.NDArray[np.intp]:
+        """The series ``idx`` selects as an index array (a slice becomes the row numbers it covers)."""
+        return np.arange(len(getattr(self, self._names[0])))[idx]
+
     def grow(self, count: int) -> None:
         """Append ``count`` new series."""
         fill = self.defaults()
