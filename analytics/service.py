@@ -163,7 +163,7 @@ class AnalyticsService:
         step = self.options.anomaly.interval
         end = floor_time(now, step)
         frame = self.context.store.query("*", since=end - step, until=end, step=step)
-        frame = frame.filter(~pl.any_horizontal(name_glob(g) for g in self.options.anomaly.exclude))
+        frame = without(frame, self.options.anomaly.exclude)
         if frame.is_empty():
             return 0
         scored = self.detector.update(frame).filter(pl.col("anomaly_score").is_not_null())
@@ -175,14 +175,10 @@ class AnalyticsService:
         """Score each host's metric vector over the last interval; returns how many rows were anomalous."""
         options = self.options.multivariate
         end = floor_time(now, options.step)
-        since = end - options.history
-        frame = pl.concat(
-            [self.context.store.query(glob, since=since, until=end, step=options.step) for glob in options.metrics],
-            how="diagonal_relaxed",
-        )
+        frame = without(self._read(options.metrics, end - options.history, end, options.step), options.exclude)
         if "host" not in frame.columns:
             return 0
-        frame = frame.filter(pl.col("host").is_not_null(), ~pl.any_horizontal(name_glob(g) for g in options.exclude))
+        frame = frame.filter(pl.col("host").is_not_null())
         if frame["ts"].n_unique() < MIN_ROWS:
             return 0
         scored = in_child(
@@ -197,13 +193,9 @@ class AnalyticsService:
     def capacity(self, now: datetime) -> int:
         """Refresh the capacity forecasts; returns how many resources cross the threshold within the horizon."""
         options = self.options.capacity
-        history = pl.concat(
-            [
-                self.context.store.query(name, since=now - options.history, until=now, step=options.step)
-                for name in SOURCES
-            ],
-            how="diagonal_relaxed",
-        )
+        history = self._read(SOURCES, now - options.history, now, options.step)
+        if history.is_empty():  # nothing to forecast: no process to start
+            return 0
         found = in_child(outlook, history, now, threshold=options.threshold, horizon=options.horizon)
         if found.crossings.is_empty():
             return 0
@@ -212,6 +204,11 @@ class AnalyticsService:
         for event in self._warnings(found.crossings, now):
             self.context.writer.emit(event)
         return found.crossings.filter(pl.col("crossing_s").is_not_null()).height
+
+    def _read(self, selectors: Sequence[str], since: datetime, until: datetime, step: timedelta) -> pl.DataFrame:
+        """The samples of every selector over ``[since, until)`` at ``step``, in one frame."""
+        frames = [self.context.store.query(selector, since=since, until=until, step=step) for selector in selectors]
+        return pl.concat(frames, how="diagonal_relaxed")
 
     def _warnings(self, found: pl.DataFrame, now: datetime) -> list[Event]:
         """One event per resource newly expected to run out within ``warn_within`` (not every hour)."""
@@ -232,6 +229,11 @@ class AnalyticsService:
                 np.savez(self.state_path, **self.detector.state())  # type: ignore[arg-type]
             except OSError as exc:
                 log.warning("cannot save the anomaly detector's state to %s: %s", self.state_path, exc)
+
+
+def without(frame: pl.DataFrame, globs: Sequence[str]) -> pl.DataFrame:
+    """``frame`` less the series whose name matches any of the name ``globs``."""
+    return frame.filter(~pl.any_horizontal(name_glob(glob) for glob in globs)) if globs else frame
 
 
 T = TypeVar("T")
@@ -314,4 +316,5 @@ __all__ = [
     "forecast_samples",
     "load_detector",
     "path_samples",
+    "without",
 ]

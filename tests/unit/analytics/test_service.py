@@ -11,7 +11,7 @@ import pytest
 
 from analytics.capacity import ahead, runs_out, usage_ratios
 from analytics.host_anomalies import host_events
-from analytics.service import AnalyticsOptions, AnalyticsService
+from analytics.service import AnalyticsOptions, AnalyticsService, without
 from qwq_core.collector import samples
 from qwq_core.services import ServiceContext
 from qwq_core.settings import Settings
@@ -222,3 +222,9 @@ def test_a_multivariate_episode_across_runs_is_announced_once() -> None:
     again = host_events(rows([True, False, True], 3), alarmed)
     assert [e.ts for e in again] == [START + timedelta(minutes=5)] and "host_load1" in again[0].message
     assert host_events(rows([False], 6), alarmed) == [] and alarmed == set()
+
+
+def test_without_drops_the_series_named_by_any_glob_and_no_globs_keeps_all() -> None:
+    frame = pl.DataFrame({"name": ["anomaly_score", "host_anomaly_score", "host_load1"], "value": [1.0, 2.0, 3.0]})
+    assert without(frame, ["*anomaly_score", "qwq_*"])["name"].to_list() == ["host_load1"]
+    assert without(frame, []).equals(frame)  # an empty exclude list in the config: nothing left out
