@@ -315,6 +315,13 @@ def _interpolated(points: pl.DataFrame, at: datetime) -> pl.DataFrame:
     return pl.DataFrame({"ts": pl.Series([at], dtype=points.schema["ts"]), **values})
 
 
+def y_scale(frame: pl.DataFrame, unit: Unit, *, stacked: bool = False) -> tuple[float, str]:
+    """``(divisor, hover template)`` of the y axis :func:`timeseries_figure` draws ``frame`` on: what an overlay
+    in the same units divides its values by, and how it formats them."""
+    divisor, _, hover = _y_axis(unit, _largest(frame, stacked))
+    return divisor, hover
+
+
 def _largest(frame: pl.DataFrame, stacked: bool = False) -> float:
     """The highest point a frame reaches on the y axis (per timestamp sum when stacked)."""
     if frame.is_empty():

@@ -13,9 +13,8 @@ from datetime import datetime, timedelta
 import plotly.graph_objects as go
 import polars as pl
 
-from dashboards.figures import Window, add_forecast_band, forecast_rows, io_figure, timeseries_figure
+from dashboards.figures import Window, add_forecast_band, forecast_rows, io_figure, timeseries_figure, y_scale
 from dashboards.ranges import pick_step
-from dashboards.units import byte_scale
 from qwq_core.store import Store
 from qwq_core.store.tiers import Agg
 
@@ -99,9 +98,9 @@ def memory_figure(store: Store, view: View) -> go.Figure:
     used = memory_in_bytes(forecast, frame)
     if used.is_empty() or named.is_empty():
         return figure
-    divisor, unit = byte_scale(float(named["value"].max()))  # type: ignore[arg-type]  # as the figure's axis
+    divisor, hover = y_scale(named, "bytes")
     band = used.with_columns(pl.col("value") / divisor, series=pl.lit("used"))
-    return add_forecast_band(figure, band, by="series", window=view.window, hover=f"%{{y:,.2f}} {unit}")
+    return add_forecast_band(figure, band, by="series", window=view.window, hover=hover)
 
 
 def filesystem_figure(store: Store, view: View) -> go.Figure:
