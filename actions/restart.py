@@ -113,22 +113,29 @@ def _find(client: docker.DockerClient, name: str) -> Container:
         raise ActionError(f"cannot inspect container {name!r}: {exc.explanation or exc}") from exc
 
 
-def _restart(container: Container, stop_timeout: int, verify_timeout: float, settle: float) -> dict[str, Any]:
+def _restart(container: Container, timings: RestartTimings) -> dict[str, Any]:
     try:
-        container.restart(timeout=stop_timeout)
+        container.restart(timeout=timings.stop_timeout)
     except APIError as exc:
         raise ActionError(f"restarting {container.name} failed: {exc.explanation or exc}") from exc
-    wait_healthy(container, verify_timeout, settle=settle)
+    wait_healthy(container, timings.verify_timeout, settle=timings.settle)
     return {"container": container.name, "id": container.id, **container_state(container)}
 
 
-class ContainerRestartParams(BaseModel):
+class RestartTimings(BaseModel):
+    """How long a container restart may take: the parameters every container restart shares."""
+
+    stop_timeout: int = Field(default=10, ge=0, description="seconds to wait for a clean stop before killing")
+    verify_timeout: float = Field(
+        default=60, gt=0, description="seconds per container to wait for running (and healthy, if checked)"
+    )
+    settle: float = Field(default=1.0, ge=0, description="seconds each must then stay up to count as restarted")
+
+
+class ContainerRestartParams(RestartTimings):
     """Parameters of ``containers.restart``."""
 
     container: str = Field(min_length=1, description="container name or id")
-    stop_timeout: int = Field(default=10, ge=0, description="seconds to wait for a clean stop before killing")
-    verify_timeout: float = Field(default=60, gt=0, description="seconds to wait for running (and healthy)")
-    settle: float = Field(default=1.0, ge=0, description="seconds it must then stay up to count as restarted")
 
 
 class ContainerRestart:
@@ -157,7 +164,7 @@ class ContainerRestart:
         """Restart and verify."""
         p = _as(params, ContainerRestartParams)
         context.progress(0.1, f"restarting {p.container}")
-        result = _restart(_find(context.docker(), p.container), p.stop_timeout, p.verify_timeout, p.settle)
+        result = _restart(_find(context.docker(), p.container), p)
         context.progress(1.0, f"{p.container} is {_describe(result)}")
         return result
 
@@ -188,13 +195,10 @@ def _depends_on(labels: Mapping[str, str]) -> set[str]:
     return {entry.split(":", 1)[0].strip() for entry in value.split(",") if entry.strip()}
 
 
-class ComposeRestartParams(BaseModel):
+class ComposeRestartParams(RestartTimings):
     """Parameters of ``compose.restart``."""
 
     project: str = Field(min_length=1, description="Compose project name (the com.docker.compose.project label)")
-    stop_timeout: int = Field(default=10, ge=0, description="seconds to wait for a clean stop before killing")
-    verify_timeout: float = Field(default=60, gt=0, description="seconds per container to become ready")
-    settle: float = Field(default=1.0, ge=0, description="seconds each must then stay up to count as restarted")
 
 
 class ComposeRestart:
@@ -228,7 +232,7 @@ class ComposeRestart:
         restarted = []
         for index, container in enumerate(ordered):
             context.progress(index / len(ordered), f"restarting {container.name}")
-            restarted.append(_restart(container, p.stop_timeout, p.verify_timeout, p.settle)["container"])
+            restarted.append(_restart(container, p)["container"])
         context.progress(1.0, f"{len(restarted)} containers restarted")
         return {"project": p.project, "restarted": restarted}
 
