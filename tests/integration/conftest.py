@@ -1,4 +1,5 @@
-"""A real ``qwq up`` in a subprocess, on a free port with its own home, stopped after the tests."""
+"""A real ``qwq up`` in a subprocess, on a free port with its own home, stopped after the tests; and the
+session's Docker-API engine (podman) for the container and action tests."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.services.podman import PodmanEngine, missing, shared_engine
 from tests.support import free_port
 
 QWQ = str(Path(sys.executable).with_name("qwq"))
@@ -89,3 +91,13 @@ def qwq_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server = start_server(tmp_path_factory.mktemp("qwq-up") / "home")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[PodmanEngine]:
+    """The session's Docker-API engine (podman's service) with the busybox image; skipped without podman."""
+    reason = missing()
+    if reason:
+        pytest.skip(reason)
+    with shared_engine() as shared:
+        yield shared

@@ -13,17 +13,7 @@ import pytest
 from actions.engine import Engine
 from actions.restart import ComposeRestart, ContainerRestart, SystemdRestart
 from qwq_core.store import LocalStore
-from tests.services.podman import Containers, PodmanEngine, missing, shared_engine
-
-
-@pytest.fixture(scope="session")
-def engine() -> Iterator[PodmanEngine]:
-    """The session's Docker-API engine (podman's service) with the busybox image; skipped without podman."""
-    reason = missing()
-    if reason:
-        pytest.skip(reason)
-    with shared_engine() as shared:
-        yield shared
+from tests.services.podman import Containers, PodmanEngine
 
 
 @pytest.fixture(scope="session")

@@ -12,19 +12,9 @@ import pytest
 from collectors.containers import ContainerCollector, ContainerOptions
 from qwq_core.collector import CollectorContext
 from qwq_core.model import Event
-from tests.services.podman import Containers, PodmanEngine, missing, shared_engine
+from tests.services.podman import Containers, PodmanEngine
 
 HOST = "testhost"
-
-
-@pytest.fixture(scope="session")
-def engine() -> Iterator[PodmanEngine]:
-    """The session's Docker-API engine (podman's service) with the busybox image; skipped without podman."""
-    reason = missing()
-    if reason:
-        pytest.skip(reason)
-    with shared_engine() as shared:
-        yield shared
 
 
 @pytest.fixture
