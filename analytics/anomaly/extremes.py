@@ -44,6 +44,7 @@ class Extremes(Arrays):
     offset: FloatArray
     mean: FloatArray  # the EW mean judged instead of the value, with ``smoothing``
     median: FloatArray
+    spread: FloatArray  # the window's mean absolute deviation from its median
     tail: FloatArray  # (series, 2 sides, 3): threshold excess over the median, GPD shape, GPD scale
 
     def __init__(self, smoothing: float = 0.0, every: int = 1) -> None:
@@ -56,6 +57,7 @@ class Extremes(Arrays):
             offset=zero,
             mean=zero,
             median=zero,
+            spread=zero,
             tail=np.zeros((0, 2, 3)),
         )
 
@@ -117,6 +119,7 @@ class Extremes(Arrays):
         spread = np.mean(np.abs(deviation), axis=1)
         floor = np.maximum(_FLOOR * spread, 1e-9 * np.abs(median) + 1e-12)
         self.median[rows] = median
+        self.spread[rows] = spread
         self.tail[rows, 0] = _fit(deviation, floor)
         self.tail[rows, 1] = _fit(-deviation[:, ::-1], floor)
 

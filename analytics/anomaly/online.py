@@ -53,6 +53,7 @@ _INTERVAL_GAIN = 0.05
 _MAX_RESCALE = 4.0
 _DOUBT = 1e-3  # after a point this unlikely, scales and profiles learn less (in proportion to p)
 _MIN_TRUST = 0.05
+_SPREAD_FLOOR = 0.05  # least residual scale, in the value window's mean absolute deviations
 STATISTICS = ("above", "below", "shape")
 SMOOTHING, EVERY = 0.125, 4  # the smoothed mean: ~8 points' memory, a window reaching 4 x 512 points back
 HOLD = 10.0  # an episode goes on while p stays below HOLD x the false-alarm rate: one event, not a flicker
@@ -225,7 +226,8 @@ class OnlineDetector:
         # The previous point's fused p-value; floored, so a series that stays odd is learnt in the end.
         trust = np.clip(series.last_p[idx] / _DOUBT, _MIN_TRUST, 1.0)
         residual, scale = self.residual.step(idx, ts_us, y, interval, trust)
-        z = residual / np.maximum(scale, 1e-9 * np.abs(y) + 1e-12)
+        floor = np.maximum(_SPREAD_FLOOR * self.extremes.spread[idx], 1e-9 * np.abs(y) + 1e-12)
+        z = residual / np.maximum(scale, floor)
         level, variance = self.change.step(idx, z)
         gap, stuck = self.continuity.step(idx, y, missing)
         # Squared where the null is roughly Gaussian: the square has a near-exponential tail, which the
