@@ -14,9 +14,10 @@ long-run variance relative to white noise:
 the larger of what the lag-1 autocorrelation implies and how much a short (~40-point) EW mean of the input
 wanders compared with white noise, so residuals that drift slowly, or noise that comes in bursts, do not
 read as changes. The inputs are bounded,
-so an anomaly cannot distort what the tests learn about normal behaviour. Once a change is confirmed the
-caller resets the test and adapts the models to the new regime, so the new level or scale becomes normal at
-once instead of alarming until the smoothers catch up.
+so an anomaly cannot distort what the tests learn about normal behaviour. Once a level change is confirmed
+the caller resets the test and moves the models to the new level, so it becomes normal at once instead of
+alarming until the smoothers catch up; a confirmed variance change only restarts its test (a burst of noise
+is usually short, and scales grown to it at once would hide the next).
 """
 
 from __future__ import annotations
@@ -178,9 +179,7 @@ class ChangeStatistics(Arrays):
         self.bias[idx] = 0.0
         return shift
 
-    def confirm_scale(self, idx: Index) -> FloatArray:
-        """A variance change was confirmed: reset its test; return the factor by which the scale changed."""
-        factor = (self.loudness[idx] / np.maximum(self.scale.mean[idx], 1e-9)) ** 2
+    def confirm_scale(self, idx: Index) -> None:
+        """A variance change was confirmed: reset its test."""
         self.scale.reset(idx)
         self.loudness[idx] = self.scale.mean[idx]
-        return factor

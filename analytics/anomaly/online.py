@@ -50,7 +50,6 @@ from analytics.anomaly.state import Arrays, FloatArray, Index
 MIN_POINTS = 20
 CONFIRM_P = 1e-6  # a level change this certain (stricter than any flag) resets the CUSUM and moves the levels
 _INTERVAL_GAIN = 0.05
-_MAX_RESCALE = 4.0
 _DOUBT = 1e-3  # after a point this unlikely, scales and profiles learn less (in proportion to p)
 _MIN_TRUST = 0.05
 _SPREAD_FLOOR = 0.05  # least residual scale, in the value window's mean absolute deviations
@@ -262,7 +261,8 @@ class OnlineDetector:
         return interval
 
     def _adapt(self, idx: Index, level: FloatArray, variance: FloatArray, scale: FloatArray) -> None:
-        """After a confirmed change, make the new level or scale the models' normal at once."""
+        """After a confirmed level change, make the new level the models' normal at once; after a confirmed
+        variance change, restart its test."""
         rows = self.series.rows(idx)
         shifted = level < CONFIRM_P
         if shifted.any():
@@ -272,7 +272,6 @@ class OnlineDetector:
             self.smoothed.relevel(rows[shifted], shift)
         changed = variance < CONFIRM_P
         if changed.any():
-            # Only louder: a series gone quiet (stuck, stopped) is usually an outage that ends, and a scale
-            # shrunk to it would flag the return of normal noise at length.
-            factor = self.change.confirm_scale(rows[changed])
-            self.residual.rescale(rows[changed], np.clip(factor, 1.0, _MAX_RESCALE))
+            # The test restarts, but the scales learn at their own pace: a burst of noise is usually over
+            # soon, and scales grown to it at once would hide the next one.
+            self.change.confirm_scale(rows[changed])

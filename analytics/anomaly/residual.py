@@ -179,10 +179,6 @@ class SeasonalResidual(Arrays):
             best = np.where(good, error[:, model], best)
         return chosen
 
-    def rescale(self, idx: Index, factor: FloatArray) -> None:
-        """Multiply every model's scale by ``factor`` (after a confirmed variance change)."""
-        self.scale[idx] = self.scale[idx] * factor[:, None]
-
     def relevel(self, idx: Index, shift: FloatArray) -> None:
         """Move every model's level and every baseline by ``shift`` (after a confirmed level shift)."""
         self.level[idx] = self.level[idx] + shift[:, None]
