@@ -135,12 +135,11 @@ class ChangeStatistics(Arrays):
 
     bias: FloatArray
     recent: FloatArray  # recent mean of z
-    loudness: FloatArray  # recent mean of sqrt |z|
     count: FloatArray
 
     def __init__(self) -> None:
         zero = np.zeros(0)
-        super().__init__(bias=zero, recent=zero, loudness=zero, count=zero)
+        super().__init__(bias=zero, recent=zero, count=zero)
         self.level = Cusum(0.0, 1.5)
         self.scale = Cusum(0.8, 0.1)
 
@@ -165,7 +164,6 @@ class ChangeStatistics(Arrays):
         recent = np.maximum(1.0 / count, _RECENT_GAIN)
         loudness = np.sqrt(np.minimum(np.abs(z), _Z_CLIP))
         self.recent[idx] = self.recent[idx] + recent * (z - self.recent[idx])
-        self.loudness[idx] = self.loudness[idx] + recent * (loudness - self.loudness[idx])
         self.count[idx] = count
         up, down = self.level.step(idx, centred)
         louder, quieter = self.scale.step(idx, loudness)
@@ -182,4 +180,3 @@ class ChangeStatistics(Arrays):
     def confirm_scale(self, idx: Index) -> None:
         """A variance change was confirmed: reset its test."""
         self.scale.reset(idx)
-        self.loudness[idx] = self.scale.mean[idx]

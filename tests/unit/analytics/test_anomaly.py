@@ -202,7 +202,6 @@ def test_a_bursty_series_is_flagged_beyond_its_range_and_not_for_its_bursts() ->
     assert 1210 in flagged(detect_anomalies(frame(spiked)))
 
 
-
 def test_a_mostly_idle_series_is_not_flagged_for_every_blip_after_a_quiet_run() -> None:
     # Network traffic on a quiet host: mostly 0 B/s, small blips, now and then a burst of up to 10 MB/s.
     # After a run of zeros the residual scale shrinks towards 0, so it is floored by the values' spread.
@@ -216,6 +215,7 @@ def test_a_mostly_idle_series_is_not_flagged_for_every_blip_after_a_quiet_run() 
     assert len(later) <= 10, later  # without the floor: 82
     values[1210] = 1e9
     assert 1210 in flagged(detect_anomalies(frame(values, name="x_bytes_per_second")))
+
 
 # ---- online == batch, state ----------------------------------------------------------------------------
 def test_online_in_chunks_with_saved_state_equals_batch() -> None:
