@@ -90,11 +90,13 @@ class Cusum(Arrays):
             self.last[idx].copy(),
         )
         sd = np.sqrt(np.maximum(var, 1e-12))
-        e = (x - mean) / sd
+        # Clipped again once standardised: the input's own spread may be far below its clip (a series that
+        # is mostly flat), and one spike must not be worth a level shift's evidence.
+        e = np.clip((x - mean) / sd, -_Z_CLIP, _Z_CLIP)
         pos = np.maximum(0.0, self.pos[idx] + e - DRIFT)
         neg = np.maximum(0.0, self.neg[idx] - e - DRIFT)
         correlation = np.clip(cov / np.maximum(var, 1e-12), -0.5, _MAX_CORRELATION)
-        block = self.block[idx] + _BLOCK_GAIN * (np.clip(e, -_Z_CLIP, _Z_CLIP) - self.block[idx])
+        block = self.block[idx] + _BLOCK_GAIN * (e - self.block[idx])
         long_run = np.maximum((1 + correlation) / (1 - correlation), self.block_var[idx] / _BLOCK_IID)
         skew = self.skew[idx]
         long_run = np.maximum(long_run, 1.0)
@@ -110,7 +112,7 @@ class Cusum(Arrays):
         self.cov[idx] = cov + gain * ((x - mean) * (last - mean) - cov)
         self.mean[idx] = mean + gain * (x - mean)
         self.var[idx] = var + gain * ((x - mean) ** 2 - var)
-        self.skew[idx] = skew + gain * (np.clip(e, -_Z_CLIP, _Z_CLIP) ** 3 - skew)
+        self.skew[idx] = skew + gain * (e**3 - skew)
         self.last[idx], self.pos[idx], self.neg[idx], self.count[idx] = x, pos, neg, count
         return up, down
 

@@ -9,7 +9,9 @@ percentile, relative to their median.
 
 The fit is redone from the window every :data:`REFIT` points (staggered across series, like the k-means
 models), never from the point being judged, so a ramp cannot teach the tail, point by point, that ever
-larger values are normal — the failure of tails learnt one point at a time. A side the series never
+larger values are normal — the failure of tails learnt one point at a time. The caller decides which judged
+values the window keeps (:meth:`Extremes.keep`): the online detector withholds those that follow an outlier,
+so one burst does not teach the tail that the next is normal. A side the series never
 strays to (a ratio that sits at 0) gets an exponential tail whose scale is a share of the window's mean
 absolute deviation, so leaving the range there is rare, not impossible.
 
@@ -64,9 +66,9 @@ class Extremes(Arrays):
     def defaults(self) -> dict[str, float]:
         return {"mean": np.nan}
 
-    def step(self, idx: Index, y: FloatArray) -> tuple[FloatArray, FloatArray]:
+    def step(self, idx: Index, y: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
         """p-values of ``y`` (or of the mean it moves) being so high and so low (1 until the window has
-        :data:`_MIN_FIT` values); then keep it in the window when its turn comes."""
+        :data:`_MIN_FIT` values), and the value judged, for :meth:`keep`."""
         if self.smoothing > 0:
             mean = self.mean[idx]
             y = np.where(np.isfinite(mean), mean + self.smoothing * (y - mean), y)
@@ -76,14 +78,17 @@ class Extremes(Arrays):
         fitted = tail[:, 0, 2] > 0
         p_high = np.where(fitted, _survival(offset, tail[:, 0]), 1.0)
         p_low = np.where(fitted, _survival(-offset, tail[:, 1]), 1.0)
+        return p_high, p_low, y
+
+    def keep(self, idx: Index, judged: FloatArray, learn: np.ndarray) -> None:
+        """Keep each value :meth:`step` judged in the window when its turn comes, unless ``learn`` is False."""
         seen = self.seen[idx].astype(np.int64)
         self.seen[idx] = seen + 1
-        keep = seen % self.every == 0
+        keep = (seen % self.every == 0) & learn
         if keep.all():
-            self._keep(idx, y)
+            self._keep(idx, judged)
         elif keep.any():
-            self._keep(self.rows(idx)[keep], y[keep])
-        return p_high, p_low
+            self._keep(self.rows(idx)[keep], judged[keep])
 
     def relevel(self, idx: Index, shift: FloatArray) -> None:
         """Move the window, its fit and the mean by ``shift`` (after a confirmed level shift)."""

@@ -9,7 +9,8 @@ trend changes, variance changes, flatlines; :mod:`.changepoint`), k-means consen
 p-value — through its own per-series tail model where the null distribution depends on the series — and the
 p-values are fused (:mod:`.combine`). A point is scored before it is learnt from, so a score depends on the
 series' past and the point only; after a point that looks anomalous, scales and profiles learn less, so an
-anomaly does not become the norm it is measured against. An episode, once flagged, lasts while the p-value
+anomaly does not become the norm it is measured against; for the same reason the value windows skip the
+points that follow an outlier for a while (a quarantine). An episode, once flagged, lasts while the p-value
 stays within :data:`HOLD` times the false-alarm rate, so a score hovering at the threshold is one alarm.
 
 Counters (``name`` ending in ``_total``) are scored on their per-second rate, resets tolerated; the first
@@ -55,6 +56,9 @@ _MIN_TRUST = 0.05
 _SPREAD_FLOOR = 0.05  # least residual scale, in the value window's mean absolute deviations
 STATISTICS = ("above", "below", "shape")
 SMOOTHING, EVERY = 0.125, 4  # the smoothed mean: ~8 points' memory, a window reaching 4 x 512 points back
+QUARANTINE = 24  # points the value windows skip after an outlying residual or value
+QUARANTINE_P = 1e-6  # what is outlying: a residual or value p-value this small (relative to its weight)
+MAX_WITHHELD = 128  # then the windows learn this many points whatever comes: the odd may be the new normal
 HOLD = 10.0  # an episode goes on while p stays below HOLD x the false-alarm rate: one event, not a flicker
 WEIGHTS = (0.125, 0.125, 0.175, 0.175, 0.05, 0.05, 0.05, 0.1, 0.1, 0.025, 0.025)
 """Bonferroni weights of the p-values: residual above and below, value high and low, smoothed mean high and
@@ -76,11 +80,21 @@ class SeriesState(Arrays):
     counter: FloatArray
     alarm: FloatArray
     last_p: FloatArray
+    quarantine: FloatArray  # points the value windows still skip
+    withheld: FloatArray  # points skipped in a row; negative while the windows must learn again
 
     def __init__(self) -> None:
         zero = np.zeros(0)
         super().__init__(
-            count=zero, last_us=zero, last_raw=zero, interval_us=zero, counter=zero, alarm=zero, last_p=zero
+            count=zero,
+            last_us=zero,
+            last_raw=zero,
+            interval_us=zero,
+            counter=zero,
+            alarm=zero,
+            last_p=zero,
+            quarantine=zero,
+            withheld=zero,
         )
 
     def defaults(self) -> dict[str, float]:
@@ -232,14 +246,18 @@ class OnlineDetector:
         # Squared where the null is roughly Gaussian: the square has a near-exponential tail, which the
         # tail models fit best; heavier tails get a larger fitted shape.
         # Each side of the residual has its own tail: skewed noise is often quiet on one side.
-        high, low = self.extremes.step(idx, y)
-        mean_high, mean_low = self.smoothed.step(idx, y)
+        high, low, value = self.extremes.step(idx, y)
+        mean_high, mean_low, mean = self.smoothed.step(idx, y)
         square = z**2
         stats = {"above": np.where(z > 0, square, 0.0), "below": np.where(z < 0, square, 0.0)}
         stats["shape"] = self.kmeans.step(idx, y) ** 2
         tail = {name: self.tails[name].pvalue(idx, stat) for name, stat in stats.items()}
         for name, stat in stats.items():
             self.tails[name].update(idx, stat, tail[name])
+        outlying = np.stack([tail["above"], tail["below"], high, low]) / np.array(WEIGHTS[:4])[:, None]
+        learn = self._quarantine(idx, outlying.min(axis=0))
+        self.extremes.keep(idx, value, learn)
+        self.smoothed.keep(idx, mean, learn)
         self._adapt(idx, level, variance, scale)
         series.count[idx] = count + 1
         p = fuse(
@@ -248,6 +266,23 @@ class OnlineDetector:
         )
         series.last_p[idx] = p
         return np.where(count + 1 < MIN_POINTS, 1.0, p)
+
+    def _quarantine(self, idx: Index, outlying: FloatArray) -> np.ndarray:
+        """Which points the value windows may learn from, given how outlying each point's residual or
+        value is (its smallest p-value over its weight).
+
+        Not the :data:`QUARANTINE` points after an outlying one: a burst of noise taken into a window gives
+        its fitted tail a heavy shape, and the next burst would then pass for normal — and so would the rest
+        of a long burst, at the next refit. The outlying point itself is kept, or a series whose bursts are
+        its normal (network traffic) would never learn them.
+        """
+        series = self.series
+        quarantine, withheld = series.quarantine[idx], series.withheld[idx]
+        skip = (quarantine > 0) & (withheld >= 0)
+        withheld = np.where(skip, withheld + 1.0, np.minimum(withheld + 1.0, 0.0))
+        series.withheld[idx] = np.where(withheld >= MAX_WITHHELD, -MAX_WITHHELD, withheld)
+        series.quarantine[idx] = np.where(outlying < QUARANTINE_P, QUARANTINE, np.maximum(quarantine - 1.0, 0.0))
+        return ~skip
 
     def _interval(self, idx: Index, count: FloatArray, elapsed: FloatArray) -> FloatArray:
         """Each series' typical sampling interval, learnt robustly (a gap counts as at most two intervals)."""
