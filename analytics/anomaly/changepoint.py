@@ -32,7 +32,7 @@ DRIFT = 0.5  # allowance k, in standard deviations of the standardised input
 _Z_CLIP = 4.0
 _GAIN = 1 / 500  # memory of the input's mean, variance and autocorrelation
 _BIAS_GAIN = 0.005
-_RECENT_GAIN = 0.3
+LATEST = 5  # z values the size of a confirmed level shift is measured on
 _MAX_CORRELATION = 0.9
 _DOUBT = 1e-3
 _BLOCK_GAIN = 0.05
@@ -136,12 +136,10 @@ class ChangeStatistics(Arrays):
     """The level and scale tests of each series, and what a confirmed change needs to adapt the models."""
 
     bias: FloatArray
-    recent: FloatArray  # recent mean of z
-    count: FloatArray
+    latest: FloatArray  # (series, LATEST): the last values of z, oldest first
 
     def __init__(self) -> None:
-        zero = np.zeros(0)
-        super().__init__(bias=zero, recent=zero, count=zero)
+        super().__init__(bias=np.zeros(0), latest=np.zeros((0, LATEST)))
         self.level = Cusum(0.0, 1.5)
         self.scale = Cusum(0.8, 0.1)
 
@@ -160,22 +158,21 @@ class ChangeStatistics(Arrays):
 
     def step(self, idx: Index, z: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Update with a standardised residual ``z``; p-values of a level change and of a variance change."""
-        bias, count = self.bias[idx], self.count[idx] + 1.0
+        bias = self.bias[idx]
         centred = np.clip(z - bias, -_Z_CLIP, _Z_CLIP)
         self.bias[idx] = bias + _BIAS_GAIN * centred
-        recent = np.maximum(1.0 / count, _RECENT_GAIN)
         loudness = np.sqrt(np.minimum(np.abs(z), _Z_CLIP))
-        self.recent[idx] = self.recent[idx] + recent * (z - self.recent[idx])
-        self.count[idx] = count
+        self.latest[idx] = np.concatenate([self.latest[idx][:, 1:], z[:, None]], axis=1)
         up, down = self.level.step(idx, centred)
         louder, quieter = self.scale.step(idx, loudness)
         return np.minimum(1.0, 2 * np.minimum(up, down)), np.minimum(1.0, 2 * np.minimum(louder, quieter))
 
     def confirm_level(self, idx: Index) -> FloatArray:
-        """A level change was confirmed: reset its test; return the recent mean z (the size of the shift)."""
-        shift = self.recent[idx].copy()
+        """A level change was confirmed: reset its test; return the size of the shift, the median of the
+        latest z (a spike or a burst of noise among them would make a mean of them wildly wrong)."""
+        shift = np.median(self.latest[idx], axis=1)
         self.level.reset(idx)
-        self.recent[idx] = 0.0
+        self.latest[idx] = 0.0
         self.bias[idx] = 0.0
         return shift
 

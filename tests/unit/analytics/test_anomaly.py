@@ -18,7 +18,7 @@ from analytics.anomaly import (
     false_positive_rate,
     score_samples,
 )
-from analytics.anomaly.changepoint import Cusum
+from analytics.anomaly.changepoint import ChangeStatistics, Cusum
 from analytics.anomaly.combine import TailModel, fuse, score_from_p
 from analytics.anomaly.extremes import REFIT, WINDOW, Extremes
 from analytics.anomaly.kmeans import fit
@@ -240,6 +240,14 @@ def test_one_spike_is_not_a_level_shift_however_quiet_the_series() -> None:
     for _ in range(2):
         up, _ = cusum.step(rows, np.array([4.0]))
     assert up[0] > 1e-4  # unclipped: e^-79
+
+
+def test_a_spike_among_the_points_of_a_level_shift_does_not_inflate_its_size() -> None:
+    change, rows = ChangeStatistics(), np.arange(1)
+    change.grow(1)
+    for z in [*np.random.default_rng(4).normal(size=300), 60.0, 8.0, 8.5, 7.5, 8.0]:
+        change.step(rows, np.array([z]))
+    assert change.confirm_level(rows)[0] == pytest.approx(8.0)  # the EW mean of z it replaced: about 10
 
 
 # ---- online == batch, state ----------------------------------------------------------------------------
