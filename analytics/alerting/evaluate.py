@@ -138,7 +138,8 @@ def _empty() -> pl.DataFrame:
 
 
 def _window(frame: pl.DataFrame | None, now: datetime, window: timedelta) -> pl.DataFrame:
-    """The samples of ``frame`` in ``(now - window, now]`` with a value, time-ordered."""
+    """The samples of ``frame`` in ``(now - window, now]`` with a value, time-ordered; samples sharing a
+    timestamp (a retried write) by value, so no result depends on the order rows arrived in."""
     if frame is None or frame.is_empty():
         return pl.DataFrame(schema={"ts": pl.Datetime("us", "UTC"), "value": pl.Float64})
     ts = frame.schema["ts"]
@@ -148,7 +149,7 @@ def _window(frame: pl.DataFrame | None, now: datetime, window: timedelta) -> pl.
     return (
         frame.with_columns(value)
         .filter((pl.col("ts") > now - window) & (pl.col("ts") <= now) & value.is_not_null() & value.is_not_nan())
-        .sort("ts")
+        .sort("ts", "value")
     )
 
 

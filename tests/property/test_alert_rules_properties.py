@@ -43,10 +43,13 @@ series_st = st.fixed_dictionaries(
 
 @st.composite
 def frames(draw: st.DrawFn) -> pl.DataFrame:
-    """Samples of a few series: integer values, distinct times per series, some outside the window."""
+    """Samples of a few series: integer values, some outside the window, some sharing a timestamp (a retried
+    write stores a sample twice)."""
     rows = []
-    for labels in draw(st.lists(series_st, min_size=0, max_size=6, unique_by=lambda s: tuple(s.values()))):
-        offsets = draw(st.lists(st.integers(-30, 400), min_size=1, max_size=8, unique=True))
+    # By label name: fixed_dictionaries does not promise one key order, so ``tuple(s.values())`` would not do.
+    distinct = st.lists(series_st, min_size=0, max_size=6, unique_by=lambda s: (s["name"], s["host"], s["dev"]))
+    for labels in draw(distinct):
+        offsets = draw(st.lists(st.integers(-30, 400), min_size=1, max_size=8))
         for offset in offsets:
             value = draw(st.integers(-5, 20).map(float))
             rows.append({**labels, "ts": NOW - timedelta(seconds=offset), "value": value})
@@ -138,7 +141,7 @@ def naive(specs: list[RuleSpec], data: pl.DataFrame) -> dict[Row, float | None]:
     for spec in specs:
         rows = spec.selector.filter(data).filter((pl.col("ts") > NOW - WINDOW) & (pl.col("ts") <= NOW))
         per_series: dict[tuple[tuple[str, str], ...], list[tuple[datetime, float]]] = defaultdict(list)
-        for row in rows.sort("ts").iter_rows(named=True):
+        for row in rows.sort("ts", "value").iter_rows(named=True):
             labels = {"host": row["host"], "dev": row["dev"]}
             if "*" in (spec.selector.name or ""):
                 labels["metric"] = row["name"]
