@@ -41,6 +41,7 @@ from analytics.anomaly.combine import (
     fuse,
     score_from_p,
 )
+from analytics.anomaly.cycle import LATE
 from analytics.anomaly.extremes import REFIT, Extremes
 from analytics.anomaly.frames import Layout, attach, layout
 from analytics.anomaly.kmeans import RETRAIN, KMeansConsensus
@@ -199,6 +200,7 @@ class OnlineDetector:
             self.kmeans.offset[fresh] = hashes % RETRAIN
             self.extremes.offset[fresh] = hashes % REFIT
             self.smoothed.offset[fresh] = (hashes + REFIT // 2) % REFIT
+            self.residual.finder.offset[fresh] = hashes % LATE
         return np.array([self._rows[key] for key in plan.keys], dtype=np.intp)
 
     def _step(self, idx: Index, ts_us: FloatArray, raw: FloatArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
