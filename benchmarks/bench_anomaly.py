@@ -1,12 +1,13 @@
 """Anomaly detection speed: batch scoring of a day of history, and one online step for many series.
 
-    .venv/bin/python benchmarks/bench_anomaly.py [--scale 1.0] [--dir DIR] [--repeat 3]
+    .venv/bin/python benchmarks/bench_anomaly.py [--scale 1.0] [--dir DIR] [--repeat 64]
 
 Batch: ``detect_anomalies`` over 1,000 series x 1 day at 1-minute resolution (1.44 M points; a quarter of
 the series are counters, scored as rates). Online: an ``OnlineDetector`` holding 10,000 series (warmed up
-with 150 points each) scores one new point per series; the median of ``--repeat`` steps is reported, with
-the size of its saved state. ``--scale`` shrinks the series counts. Targets (at scale 1.0): batch <= 10 s,
-online step <= 1 s. ``--dir`` is accepted for symmetry with the other benchmarks; nothing is written.
+with 150 points each) scores one new point per series; the median and the slowest of ``--repeat`` steps
+are reported (64 steps cover every series' first period search and most periodic refits, which are
+staggered across series), with the size of its saved state. ``--scale`` shrinks the series counts.
+Targets (at scale 1.0): batch <= 10 s, the slowest online step <= 1 s. ``--dir`` is accepted for symmetry with the other benchmarks; nothing is written.
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ def check(scored: pl.DataFrame, given: pl.DataFrame, what: str) -> list[str]:
 
 def main() -> int:
     cli = parser(__doc__.splitlines()[0])
-    cli.add_argument("--repeat", type=int, default=3, help="online steps timed (median reported)")
+    cli.add_argument(
+        "--repeat", type=int, default=64, help="online steps timed (median and slowest reported; default 64)"
+    )
     args = cli.parse_args()
     batch_series = max(4, round(BATCH_SERIES * args.scale))
     online_series = max(4, round(ONLINE_SERIES * args.scale))
@@ -91,6 +94,7 @@ def main() -> int:
         "online_series": online_series,
         "online_warmup_s": warmup_s,
         "online_step_s": median(steps),
+        "online_slowest_step_s": max(steps),
         "state_mb": state_mb,
     }
     table(
@@ -102,10 +106,11 @@ def main() -> int:
             ("flagged episodes per series-day (clean)", f"{figures['flagged_episodes_per_series_day']:.3f}"),
             (f"online: warm-up {online_series:,} x {ONLINE_HISTORY}", f"{warmup_s:.2f} s"),
             (f"online: one point for {online_series:,} series (median of {args.repeat})", f"{median(steps):.3f} s"),
+            ("online: slowest of those steps (periodic refits, period searches)", f"{max(steps):.3f} s"),
             ("online state", f"{state_mb:.1f} MB"),
         ],
     )
-    targets = [Target("batch_s", batch_s, 10.0), Target("online_step_s", median(steps), 1.0)]
+    targets = [Target("batch_s", batch_s, 10.0), Target("online_slowest_step_s", max(steps), 1.0)]
     return finish("anomaly", args.scale, figures, targets, errors)
 
 
