@@ -7,7 +7,8 @@ the series are counters, scored as rates). Online: an ``OnlineDetector`` holding
 with 150 points each) scores one new point per series; the median and the slowest of ``--repeat`` steps
 are reported (64 steps cover every series' first period search and most periodic refits, which are
 staggered across series), with the size of its saved state. ``--scale`` shrinks the series counts.
-Targets (at scale 1.0): batch <= 10 s, the slowest online step <= 1 s. ``--dir`` is accepted for symmetry with the other benchmarks; nothing is written.
+Targets (at scale 1.0): batch <= 10 s, the slowest online step <= 1 s. ``--dir`` is accepted for symmetry
+with the other benchmarks; nothing is written.
 """
 
 from __future__ import annotations
