@@ -176,6 +176,9 @@ class Runtime:
         status = self.status[name]
         reason = None if outcome.ok else failure_reason(outcome)
         was_up = status.up
+        # The run's own time, as its qwq_collector_up sample has, so the event and the sample line up
+        # (and a run replayed or scheduled on a test clock is not stamped with the wall clock).
+        ended = outcome.scheduled + timedelta(seconds=outcome.duration)
         status.runs += 1
         status.missed += outcome.missed
         status.last_run, status.last_duration_seconds = outcome.scheduled, outcome.duration
@@ -191,6 +194,7 @@ class Runtime:
                         f"collector {name} recovered",
                         source=name,
                         attrs={"collector": name, "after": status.last_error},
+                        ts=ended,
                     )
                 )
             status.last_error = None
@@ -206,6 +210,7 @@ class Runtime:
                         source=name,
                         severity="error",
                         attrs={"collector": name, "error": reason},
+                        ts=ended,
                     )
                 )
             status.last_error = reason
