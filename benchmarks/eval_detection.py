@@ -187,6 +187,24 @@ def report(labelled: LabelledSet, figures: dict[str, Any]) -> None:
     print(f"  run time: {timing}")
 
 
+def report_cycles(trace: Path) -> dict[str, Any]:
+    """How much season the trace's series have to break (``traces.cycle_evidence``): printed and returned."""
+    evidence = traces.cycle_evidence(trace).sort("oracle_found", "acf_period", descending=True)
+    keys = [column for column in evidence.columns if column not in ("acf_period", "oracle_found")]
+    rows = [
+        (
+            " ".join(str(row[key]) for key in keys if row[key] is not None),
+            f"acf at the period {row['acf_period']:5.2f}   oracle finds {row['oracle_found']:4.0%}",
+        )
+        for row in evidence.head(5).to_dicts()
+    ]
+    table(
+        f"  season to break ({traces.cycle_points(trace, traces.EVERY)} points per cycle; top 5 of {evidence.height})",
+        rows,
+    )
+    return {"max_acf_period": evidence["acf_period"].max(), "max_oracle_found": evidence["oracle_found"].max()}
+
+
 def _cells(name: str, row: dict[str, Any]) -> str:
     points, seconds = row["mean_delay_points"], row["mean_delay_s"]
     delay = f"{points:>10.1f}{seconds:>9.0f}" if points is not None else f"{'-':>10}{'-':>9}"
@@ -236,6 +254,8 @@ def main() -> int:
         figures[labelled.name] = found
         all_targets += targets(labelled.name, found)
         errors += broken
+    if "host trace" in figures:
+        figures["host trace"]["cycle_evidence"] = report_cycles(args.trace)
     figures["samples"] = sum(figures[name]["points"] for name in ("synthetic", "host trace") if name in figures)
     return finish("eval_detection", args.scale, _finite(figures), all_targets, errors)
 

@@ -343,6 +343,36 @@ def _series_arrays(trace: pl.DataFrame, points: int | None) -> list[tuple[Labels
     return out
 
 
+def cycle_evidence(path: Path = TRACE, every: int = EVERY) -> pl.DataFrame:
+    """How much of a season each recorded series has to break: one row per series.
+
+    ``acf_period`` is the autocorrelation at the workload's period (the recording's second half onwards
+    from a quarter in, trend left in). ``oracle_found`` is the share of half-cycle shifts an oracle would
+    flag without a single false alarm: every cycle of the series and its copy shifted by half a cycle are
+    scored by their mean absolute deviation from the median profile of all the *other* cycles (in units of
+    that profile's median absolute deviation), and a shifted cycle counts as found when it scores above
+    every unshifted one. The oracle knows the period and sees the whole recording, past and future; an
+    online detector that keeps its false alarms rare cannot expect to find more.
+    """
+    period = cycle_points(path, every)
+    rows = []
+    for labels, _, values in _series_arrays(as_rates(resample(load(path), every)), None):
+        x = values[len(values) // 4 :] - values[len(values) // 4 :].mean()
+        n = x.size
+        acf = float(x[:-period] @ x[period:] / max(float(x @ x), 1e-300) * n / (n - period))
+        cycles = values[: values.size // period * period].reshape(-1, period)
+        clean, shifted = np.empty(len(cycles)), np.empty(len(cycles))
+        for index, cycle in enumerate(cycles):
+            others = np.delete(cycles, index, axis=0)
+            profile = np.median(others, axis=0)
+            deviation = np.abs(others - profile)
+            scale = np.median(deviation, axis=0) + 0.25 * np.median(deviation) + 1e-12
+            clean[index] = np.mean(np.abs(cycle - profile) / scale)
+            shifted[index] = np.mean(np.abs(np.roll(cycle, period // 2) - profile) / scale)
+        rows.append({**labels, "acf_period": acf, "oracle_found": float(np.mean(shifted > clean.max()))})
+    return pl.DataFrame(rows)
+
+
 def _inject_copy(
     kind: Kind, labels: Labels, ts: np.ndarray, values: np.ndarray, period: int, rng: np.random.Generator
 ) -> pl.DataFrame:

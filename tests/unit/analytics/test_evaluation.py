@@ -390,3 +390,22 @@ def test_the_recorder_runs_the_host_collector_beside_the_workload(tmp_path: Path
     assert trace.group_by("name", "mode", "device", "cpu").len()["len"].max() >= 5
     phases = pl.read_parquet_metadata(out)["phases"]
     assert '"kind": "disk"' in phases and math.isclose(float(pl.read_parquet_metadata(out)["cycle_s"]), 1.5)
+
+
+def test_cycle_evidence_tells_a_clear_cycle_from_noise(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    period, cycles = 40, 16
+    t = np.arange(period * cycles)
+    ts = [datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=int(i)) for i in t]
+    wave = np.where(t % period < 8, 10.0, 0.0) + rng.normal(0, 0.1, t.size)  # a burst once per cycle
+    noise = rng.normal(0, 1.0, t.size)
+    frame = pl.DataFrame(
+        {"name": ["wave"] * t.size + ["noise"] * t.size, "ts": ts + ts, "value": np.concatenate([wave, noise])}
+    )
+    path = tmp_path / "trace.parquet"
+    frame.write_parquet(path, metadata={"interval_s": "1.0", "cycle_s": str(period)})
+
+    evidence = {row["name"]: row for row in traces.cycle_evidence(path, every=1).to_dicts()}
+
+    assert evidence["wave"]["acf_period"] > 0.9 and evidence["wave"]["oracle_found"] == 1.0
+    assert abs(evidence["noise"]["acf_period"]) < 0.2 and evidence["noise"]["oracle_found"] < 0.5
