@@ -104,18 +104,24 @@ def main() -> int:
         "ratio_cold": median(bare) / median(qwq_cold),
         "ratio_warm": median(bare) / median(qwq_warm),
     }
+
     def speed(seconds: float) -> str:
         return f"{seconds:.3f} s  {n / seconds:>12,.0f} samples/s"
 
-    table(f"ingest: {n:,} samples, {figures['series']:,} series, median of {args.repeat}", [
-        ("bare DuckDB insert", speed(figures["bare_s"])),
-        ("qwq write, new series", speed(figures["qwq_cold_s"])),
-        ("qwq write, known series", speed(figures["qwq_warm_s"])),
-        ("ratio bare/qwq, new series", f"{figures['ratio_cold']:.2f}  (aim {AIM})"),
-        ("ratio bare/qwq, known series", f"{figures['ratio_warm']:.2f}  (aim {AIM})"),
-        *((f"all runs, {side}, s", " ".join(f"{t:.3f}" for t in times))
-          for side, times in (("bare", bare), ("new", qwq_cold), ("known", qwq_warm))),
-    ])
+    table(
+        f"ingest: {n:,} samples, {figures['series']:,} series, median of {args.repeat}",
+        [
+            ("bare DuckDB insert", speed(figures["bare_s"])),
+            ("qwq write, new series", speed(figures["qwq_cold_s"])),
+            ("qwq write, known series", speed(figures["qwq_warm_s"])),
+            ("ratio bare/qwq, new series", f"{figures['ratio_cold']:.2f}  (aim {AIM})"),
+            ("ratio bare/qwq, known series", f"{figures['ratio_warm']:.2f}  (aim {AIM})"),
+            *(
+                (f"all runs, {side}, s", " ".join(f"{t:.3f}" for t in times))
+                for side, times in (("bare", bare), ("new", qwq_cold), ("known", qwq_warm))
+            ),
+        ],
+    )
     targets = [
         Target("ratio_cold", figures["ratio_cold"], TARGET, at_least=True),
         Target("ratio_warm", figures["ratio_warm"], TARGET, at_least=True),

@@ -152,20 +152,26 @@ def main() -> int:
 
 def report(figures: dict[str, Any], runs: int) -> None:
     samples_per_s = figures["samples"] / figures["write_s"]
-    table(f"store: {figures['series']:,} series x {figures['hours']} h at 10 s", [
-        ("samples", figures["samples"]),
-        ("generate frames, s", figures["generate_s"]),
-        ("LocalStore.write, s", f"{figures['write_s']:.1f}  ({samples_per_s:,.0f} samples/s)"),
-        ("rollup, s", figures["rollup_s"]),
-        ("checkpoint, s", figures["checkpoint_s"]),
-        ("file size, MB", figures["size_bytes"] / 1e6),
-        *((f"rows {tier}", n) for tier, n in figures["rows"].items()),
-    ])
-    table(f"queries: ms over {runs} runs, one series each", [
-        (name, f"median {f['median_s'] * 1e3:7.2f}   p95 {f['p95_s'] * 1e3:7.2f}   rows {f['rows']}")
-        for name in ("q24h_1m", "q30d_1h", "q1h_raw", "q1h_rate")
-        for f in [figures[name]]
-    ])
+    table(
+        f"store: {figures['series']:,} series x {figures['hours']} h at 10 s",
+        [
+            ("samples", figures["samples"]),
+            ("generate frames, s", figures["generate_s"]),
+            ("LocalStore.write, s", f"{figures['write_s']:.1f}  ({samples_per_s:,.0f} samples/s)"),
+            ("rollup, s", figures["rollup_s"]),
+            ("checkpoint, s", figures["checkpoint_s"]),
+            ("file size, MB", figures["size_bytes"] / 1e6),
+            *((f"rows {tier}", n) for tier, n in figures["rows"].items()),
+        ],
+    )
+    table(
+        f"queries: ms over {runs} runs, one series each",
+        [
+            (name, f"median {f['median_s'] * 1e3:7.2f}   p95 {f['p95_s'] * 1e3:7.2f}   rows {f['rows']}")
+            for name in ("q24h_1m", "q30d_1h", "q1h_raw", "q1h_rate")
+            for f in [figures[name]]
+        ],
+    )
 
 
 if __name__ == "__main__":

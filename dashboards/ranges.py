@@ -21,8 +21,7 @@ LIVE_BELOW = timedelta(days=7)
 """Ranges this long or longer do not refresh by themselves: their graphs barely move."""
 
 NICE_STEPS: tuple[timedelta, ...] = tuple(
-    timedelta(seconds=s)
-    for s in (5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 6 * 3600, 12 * 3600, 86400)
+    timedelta(seconds=s) for s in (5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 6 * 3600, 12 * 3600, 86400)
 )
 
 

@@ -27,9 +27,7 @@ def test_killed_container_restarted_with_backoff_until_budget_then_alert(
     containers.run("app")
     containers.run("bystander")  # not matched: never touched
     name = containers.name("app")
-    policy = RestartPolicy(
-        name="heal-app", match=[name], backoff=timedelta(seconds=1), max_attempts=3, params=FAST
-    )
+    policy = RestartPolicy(name="heal-app", match=[name], backoff=timedelta(seconds=1), max_attempts=3, params=FAST)
     alerts: list[Alert] = []
     healer = Healer([policy], make_engine(), on_alert=alerts.append)
     app = docker_client.containers.get(name)
