@@ -176,8 +176,8 @@ class Runtime:
         status = self.status[name]
         reason = None if outcome.ok else failure_reason(outcome)
         was_up = status.up
-        # The run's own time, as its qwq_collector_up sample has, so the event and the sample line up
-        # (and a run replayed or scheduled on a test clock is not stamped with the wall clock).
+        # Events are stamped when the run ended on its own clock, not the wall clock: a run replayed or
+        # scheduled on a test clock keeps its events in its own time.
         ended = outcome.scheduled + timedelta(seconds=outcome.duration)
         status.runs += 1
         status.missed += outcome.missed

@@ -346,8 +346,8 @@ def _series_arrays(trace: pl.DataFrame, points: int | None) -> list[tuple[Labels
 def cycle_evidence(path: Path = TRACE, every: int = EVERY) -> pl.DataFrame:
     """How much of a season each recorded series has to break: one row per series.
 
-    ``acf_period`` is the autocorrelation at the workload's period (the recording's second half onwards
-    from a quarter in, trend left in). ``oracle_found`` is the share of half-cycle shifts an oracle would
+    ``acf_period`` is the autocorrelation at the workload's period, over the recording from a quarter in
+    (past the start-up; any trend left in). ``oracle_found`` is the share of half-cycle shifts an oracle would
     flag without a single false alarm: every cycle of the series and its copy shifted by half a cycle are
     scored by their mean absolute deviation from the median profile of all the *other* cycles (in units of
     that profile's median absolute deviation), and a shifted cycle counts as found when it scores above
@@ -357,7 +357,8 @@ def cycle_evidence(path: Path = TRACE, every: int = EVERY) -> pl.DataFrame:
     period = cycle_points(path, every)
     rows = []
     for labels, _, values in _series_arrays(as_rates(resample(load(path), every)), None):
-        x = values[len(values) // 4 :] - values[len(values) // 4 :].mean()
+        x = values[len(values) // 4 :]
+        x = x - x.mean()
         n = x.size
         acf = float(x[:-period] @ x[period:] / max(float(x @ x), 1e-300) * n / (n - period))
         cycles = values[: values.size // period * period].reshape(-1, period)
