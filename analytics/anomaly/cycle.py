@@ -53,7 +53,10 @@ def find_periods(history: npt.NDArray[np.floating], current: FloatArray) -> Floa
     lag = np.arange(1, lags)
     good = peak & (lag >= MIN_PERIOD) & (inner >= MIN_CORRELATION) & (inner - trough >= MIN_PROMINENCE)
     local = np.arange(rows)
-    best = _fundamental(acf, good, np.where(good, inner, -np.inf).max(axis=1))
+    # Peaks compared by the parabola's top, not the value at the lag: a short period that falls between
+    # lags (5.5 points) reads low at both, and its double, on a whole lag, would pass for the period.
+    apex = inner + _lift(acf[:, : lags - 1], inner, acf[:, 2:])
+    best = _fundamental(acf, apex, good, np.where(good, apex, -np.inf).max(axis=1))
     height = acf[local, best]
     found = good.any(axis=1)
     precise, multiple = _precise(acf, best, height)
@@ -82,16 +85,28 @@ def _precise(acf: FloatArray, best: npt.NDArray[np.intp], height: FloatArray) ->
 def _vertex(acf: FloatArray, lag: npt.NDArray[np.intp]) -> FloatArray:
     """Where, within half a lag of ``lag``, the parabola through the correlations around it peaks."""
     local = np.arange(len(lag))
-    before, peak, after = acf[local, lag - 1], acf[local, lag], acf[local, lag + 1]
+    return _shift(acf[local, lag - 1], acf[local, lag], acf[local, lag + 1])
+
+
+def _shift(before: FloatArray, peak: FloatArray, after: FloatArray) -> FloatArray:
+    """The offset (within half a lag) of the top of the parabola through three neighbouring values."""
     curvature = before - 2.0 * peak + after
     shift = np.where(curvature < 0, 0.5 * (before - after) / np.where(curvature < 0, curvature, -1.0), 0.0)
     return np.clip(shift, -0.5, 0.5)
 
 
-def _fundamental(acf: FloatArray, good: npt.NDArray[np.bool_], top: FloatArray) -> npt.NDArray[np.intp]:
-    """The period rather than a multiple of it: the first good peak nearly as high as the highest
-    (:data:`NEAR`), moved to the highest lag within a tenth of it (noise makes small peaks on the flank)."""
-    first = np.argmax(good & (acf[:, 1:-1] >= NEAR * top[:, None]), axis=1) + 1
+def _lift(before: FloatArray, peak: FloatArray, after: FloatArray) -> FloatArray:
+    """How far the top of that parabola lies above the middle value."""
+    return 0.25 * (after - before) * _shift(before, peak, after)
+
+
+def _fundamental(
+    acf: FloatArray, apex: FloatArray, good: npt.NDArray[np.bool_], top: FloatArray
+) -> npt.NDArray[np.intp]:
+    """The period rather than a multiple of it: the first good peak whose ``apex`` (the height of its
+    parabola, per inner lag) is nearly as high as the highest (:data:`NEAR`), moved to the highest lag
+    within a tenth of it (noise makes small peaks on the flank)."""
+    first = np.argmax(good & (apex >= NEAR * top[:, None]), axis=1) + 1
     reach = np.maximum(1, np.round(0.1 * first)).astype(np.intp)
     lags = acf.shape[1]
     offsets = np.arange(-1.0, 1.01, 0.05)  # ±reach in steps of a twentieth of it
