@@ -1,11 +1,14 @@
 """Real host traces: recordings of qwq's host collector under a load we generate, and anomalies injected into them.
 
-The shipped traces were recorded one after the other on a 2-core, 24 GB Debian 12 VM shared with other
-work (whose load — test suites, builds — is part of the traces), with::
+The shipped traces were recorded on a 2-core, 24 GB Debian 12 VM. The first two, one after the other,
+while the machine was shared with other work (whose load — test suites, builds — is part of them); the
+third, :data:`QUIET_TRACE`, on another day with nothing else running, so that the workload's cycle shows::
 
     .venv/bin/python -m analytics.evaluation.traces --minutes 90 --out analytics/evaluation/data/host-trace.parquet
     .venv/bin/python -m analytics.evaluation.traces --minutes 60 --seed 1 \
         --out analytics/evaluation/data/host-trace-tune.parquet
+    .venv/bin/python -m analytics.evaluation.traces --minutes 90 --seed 2 \
+        --out analytics/evaluation/data/host-trace-quiet.parquet
 
 :func:`record` runs :class:`collectors.host.HostCollector` every second while a repeating five-minute
 workload runs beside it — a CPU burn (one core, 50–100 % duty, 60 s), a disk write of 100–300 MB with an
@@ -16,9 +19,10 @@ produced them (counters raw) and writes the workload's phases into the file's me
 The recordings hold no labelled anomalies: the workload cycle and the machine's other work are their
 normal behaviour. :func:`trace_dataset` takes them at the collector's default interval, turns counters
 into per-second rates and injects labelled anomalies of each kind into copies of the series, with the
-generator's injectors, as a second evaluation set. :data:`TRACE` is the one scored; :data:`TUNE_TRACE`,
-recorded at another time, is for tuning baselines, so that they are not tuned on the background they
-are scored on.
+generator's injectors, as a second evaluation set. A seasonality break goes only into series that have a
+season to break (:data:`SEASON_FOUND`), as the generator breaks only its seasonal bases. :data:`TRACE` is
+scored; :data:`TUNE_TRACE`, recorded at another time, is for tuning baselines, so that they are not tuned
+on the background they are scored on.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from analytics.evaluation.synthetic import KINDS, PERMANENT, WARMUP, Kind, draw,
 
 TRACE = Path(__file__).with_name("data") / "host-trace.parquet"
 TUNE_TRACE = Path(__file__).with_name("data") / "host-trace-tune.parquet"
+QUIET_TRACE = Path(__file__).with_name("data") / "host-trace-quiet.parquet"
 CYCLE_S = 300
 KEPT: tuple[tuple[str, dict[str, str | None]], ...] = (
     ("host_cpu_usage_ratio", {"cpu": "total", "mode": None}),
@@ -70,6 +75,9 @@ AVERAGED = ("host_cpu_usage_ratio",)
 """Metrics measured over the collector's interval: a longer interval averages them."""
 EVERY = 5
 """The labelled set takes the 1 s recording at 5 s, the host collector's default interval."""
+SEASON_FOUND = 0.5
+"""A series has a season to break when :func:`cycle_evidence`'s oracle finds at least this share of its
+half-cycle shifts: in most cycles the shape is clearer than the cycle-to-cycle variation."""
 
 
 # ---- the workload --------------------------------------------------------------------------------------
@@ -321,8 +329,12 @@ def trace_dataset(
         labelled_frame(ts, values, np.ones(ts.size, bool), [], labels | {"case": f"{NONE}-{index:02d}"}, NONE)
         for index, (labels, ts, values) in enumerate(series[:controls])
     ]
+    seasonal = np.flatnonzero([oracle_found(values, period) >= SEASON_FOUND for _, _, values in series])
     for kind in kinds:
-        picks = rng.permutation(np.resize(np.arange(len(series)), max(copies_per_kind, len(series))))
+        pool = seasonal if kind is Kind.SEASONALITY_BREAK else np.arange(len(series))
+        if pool.size == 0:  # nothing to break: the kind is left out of the set rather than scored on noise
+            continue
+        picks = rng.permutation(np.resize(pool, max(copies_per_kind, pool.size)))
         for index, pick in enumerate(picks[:copies_per_kind]):
             labels, ts, values = series[pick]
             frames.append(_inject_copy(kind, labels | {"case": f"{kind}-{index:02d}"}, ts, values, period, rng))
@@ -355,23 +367,35 @@ def cycle_evidence(path: Path = TRACE, every: int = EVERY) -> pl.DataFrame:
     online detector that keeps its false alarms rare cannot expect to find more.
     """
     period = cycle_points(path, every)
-    rows = []
-    for labels, _, values in _series_arrays(as_rates(resample(load(path), every)), None):
-        x = values[len(values) // 4 :]
-        x = x - x.mean()
-        n = x.size
-        acf = float(x[:-period] @ x[period:] / max(float(x @ x), 1e-300) * n / (n - period))
-        cycles = values[: values.size // period * period].reshape(-1, period)
-        clean, shifted = np.empty(len(cycles)), np.empty(len(cycles))
-        for index, cycle in enumerate(cycles):
-            others = np.delete(cycles, index, axis=0)
-            profile = np.median(others, axis=0)
-            deviation = np.abs(others - profile)
-            scale = np.median(deviation, axis=0) + 0.25 * np.median(deviation) + 1e-12
-            clean[index] = np.mean(np.abs(cycle - profile) / scale)
-            shifted[index] = np.mean(np.abs(np.roll(cycle, period // 2) - profile) / scale)
-        rows.append({**labels, "acf_period": acf, "oracle_found": float(np.mean(shifted > clean.max()))})
+    rows = [
+        {**labels, "acf_period": acf_at(values, period), "oracle_found": oracle_found(values, period)}
+        for labels, _, values in _series_arrays(as_rates(resample(load(path), every)), None)
+    ]
     return pl.DataFrame(rows)
+
+
+def acf_at(values: np.ndarray, period: int) -> float:
+    """The autocorrelation of ``values`` at lag ``period``, from a quarter in (past a start-up)."""
+    x = values[len(values) // 4 :]
+    x = x - x.mean()
+    n = x.size
+    return float(x[:-period] @ x[period:] / max(float(x @ x), 1e-300) * n / (n - period))
+
+
+def oracle_found(values: np.ndarray, period: int) -> float:
+    """The share of half-cycle shifts of ``values`` scoring above every unshifted cycle (:func:`cycle_evidence`)."""
+    cycles = values[: values.size // period * period].reshape(-1, period)
+    if len(cycles) < 3:
+        return 0.0
+    clean, shifted = np.empty(len(cycles)), np.empty(len(cycles))
+    for index, cycle in enumerate(cycles):
+        others = np.delete(cycles, index, axis=0)
+        profile = np.median(others, axis=0)
+        deviation = np.abs(others - profile)
+        scale = np.median(deviation, axis=0) + 0.25 * np.median(deviation) + 1e-12
+        clean[index] = np.mean(np.abs(cycle - profile) / scale)
+        shifted[index] = np.mean(np.abs(np.roll(cycle, period // 2) - profile) / scale)
+    return float(np.mean(shifted > clean.max()))
 
 
 def _inject_copy(

@@ -362,20 +362,50 @@ def test_the_trace_set_injects_into_copies_and_keeps_the_real_series_as_controls
         .equals(clean.select(columns).sort(columns, nulls_last=True))
     )
     cases = labelled.filter(pl.col("kind") != NONE).group_by("case").agg(pl.col("kind").first(), pl.col("label").any())
-    assert cases.height == 2 * len(synthetic.KINDS) and cases["label"].all()
-    assert labelled["value"].is_finite().all()
+    assert cases["label"].all() and labelled["value"].is_finite().all()
+    assert cases.filter(pl.col("kind") != Kind.SEASONALITY_BREAK).height == 2 * (len(synthetic.KINDS) - 1)
+
+
+def _cycle_trace(path: Path, period: int = 40, cycles: int = 16) -> Path:
+    """A recording (taken at 1 s) of a series with a clear cycle and one of noise: 'wave' and 'noise'."""
+    rng = np.random.default_rng(3)
+    t = np.arange(period * cycles)
+    ts = [datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=int(i)) for i in t]
+    wave = np.where(t % period < 8, 10.0, 0.0) + rng.normal(0, 0.1, t.size)  # a burst once per cycle
+    noise = rng.normal(0, 1.0, t.size)
+    frame = pl.DataFrame(
+        {"name": ["wave"] * t.size + ["noise"] * t.size, "ts": ts + ts, "value": np.concatenate([wave, noise])}
+    )
+    frame.write_parquet(path, metadata={"interval_s": "1.0", "cycle_s": str(period)})
+    return path
+
+
+def test_seasonality_breaks_go_only_into_series_with_a_season(tmp_path: Path) -> None:
+    path = _cycle_trace(tmp_path / "trace.parquet")
+    labelled = traces.trace_dataset(0, copies_per_kind=6, every=1, path=path)
+    kinds_by_name = labelled.filter(pl.col("kind") != NONE).group_by("name").agg(pl.col("kind").unique())
+    kinds = {row["name"]: set(row["kind"]) for row in kinds_by_name.to_dicts()}
+    assert Kind.SEASONALITY_BREAK in kinds["wave"] and Kind.SEASONALITY_BREAK not in kinds["noise"]
+    assert Kind.SPIKE in kinds["noise"]  # the other kinds still draw from every series
+
+    noise_only = tmp_path / "noise.parquet"
+    pl.read_parquet(path).filter(pl.col("name") == "noise").write_parquet(
+        noise_only, metadata={"interval_s": "1.0", "cycle_s": "40"}
+    )
+    without = set(traces.trace_dataset(0, copies_per_kind=6, every=1, path=noise_only)["kind"])
+    assert Kind.SEASONALITY_BREAK not in without and Kind.SPIKE in without  # left out, not scored on noise
 
 
 def test_the_shipped_traces_are_compact_separate_recordings_of_the_same_series() -> None:
-    if not traces.TUNE_TRACE.exists():
-        pytest.skip("the tuning trace is not recorded yet (a 60-minute recording; see traces.py)")
-    assert traces.TRACE.stat().st_size + traces.TUNE_TRACE.stat().st_size <= 2_000_000
-    scored, tuning = traces.load(traces.TRACE), traces.load(traces.TUNE_TRACE)
-    for trace, minutes in ((scored, 89), (tuning, 59)):
+    shipped = (traces.TRACE, traces.TUNE_TRACE, traces.QUIET_TRACE)
+    assert sum(path.stat().st_size for path in shipped) <= 2_000_000
+    scored, tuning, quiet = (traces.load(path) for path in shipped)
+    for trace, minutes in ((scored, 89), (tuning, 59), (quiet, 89)):
         assert trace.select(pl.exclude("ts", "value")).n_unique() == len(traces.KEPT)
         assert trace["ts"].max() - trace["ts"].min() >= timedelta(minutes=minutes)
     assert tuning["ts"].min() > scored["ts"].max()  # the baseline is not tuned on the scored background
-    for path in (traces.TRACE, traces.TUNE_TRACE):
+    assert quiet["ts"].min() > tuning["ts"].max()
+    for path in shipped:
         assert traces.cycle_points(path) == 300 and traces.cycle_points(path, every=5) == 60
         assert {"interval_s", "cycle_s", "started", "phases"} <= pl.read_parquet_metadata(path).keys()
 
@@ -393,19 +423,9 @@ def test_the_recorder_runs_the_host_collector_beside_the_workload(tmp_path: Path
 
 
 def test_cycle_evidence_tells_a_clear_cycle_from_noise(tmp_path: Path) -> None:
-    rng = np.random.default_rng(3)
-    period, cycles = 40, 16
-    t = np.arange(period * cycles)
-    ts = [datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=int(i)) for i in t]
-    wave = np.where(t % period < 8, 10.0, 0.0) + rng.normal(0, 0.1, t.size)  # a burst once per cycle
-    noise = rng.normal(0, 1.0, t.size)
-    frame = pl.DataFrame(
-        {"name": ["wave"] * t.size + ["noise"] * t.size, "ts": ts + ts, "value": np.concatenate([wave, noise])}
-    )
-    path = tmp_path / "trace.parquet"
-    frame.write_parquet(path, metadata={"interval_s": "1.0", "cycle_s": str(period)})
+    path = _cycle_trace(tmp_path / "trace.parquet")
 
     evidence = {row["name"]: row for row in traces.cycle_evidence(path, every=1).to_dicts()}
 
     assert evidence["wave"]["acf_period"] > 0.9 and evidence["wave"]["oracle_found"] == 1.0
-    assert abs(evidence["noise"]["acf_period"]) < 0.2 and evidence["noise"]["oracle_found"] < 0.5
+    assert abs(evidence["noise"]["acf_period"]) < 0.2 and evidence["noise"]["oracle_found"] < traces.SEASON_FOUND
