@@ -56,6 +56,8 @@ class LabelledSet:
     step: str
     breakdowns: tuple[str, ...]
     """Series columns the scores are also broken down by."""
+    trace: Path | None = None
+    """The recording a host-trace set was drawn from (its cycle evidence is reported)."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ def labelled_sets(scale: float, seed: int, tune_seed: int, trace_sets: list[Trac
                 Rule(TOLERANCE_POINTS * trace_step),
                 f"{trace_step.total_seconds():g} s",
                 ("name",),
+                spec.trace,
             )
         )
     return sets
@@ -274,9 +277,8 @@ def main() -> int:
     for labelled in sets:
         found, broken = evaluate(labelled, detector, args.dir)
         report(labelled, found)
-        spec = next((spec for spec in trace_sets if spec.name == labelled.name), None)
-        if spec is not None:
-            found["cycle_evidence"] = report_cycles(spec.trace)
+        if labelled.trace is not None:
+            found["cycle_evidence"] = report_cycles(labelled.trace)
         figures[labelled.name] = found
         all_targets += targets(labelled.name, found)
         errors += broken

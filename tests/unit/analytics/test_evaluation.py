@@ -389,9 +389,8 @@ def test_seasonality_breaks_go_only_into_series_with_a_season(tmp_path: Path) ->
     assert Kind.SPIKE in kinds["noise"]  # the other kinds still draw from every series
 
     noise_only = tmp_path / "noise.parquet"
-    pl.read_parquet(path).filter(pl.col("name") == "noise").write_parquet(
-        noise_only, metadata={"interval_s": "1.0", "cycle_s": "40"}
-    )
+    metadata = {key: pl.read_parquet_metadata(path)[key] for key in ("interval_s", "cycle_s")}
+    pl.read_parquet(path).filter(pl.col("name") == "noise").write_parquet(noise_only, metadata=metadata)
     without = set(traces.trace_dataset(0, copies_per_kind=6, every=1, path=noise_only)["kind"])
     assert Kind.SEASONALITY_BREAK not in without and Kind.SPIKE in without  # left out, not scored on noise
 
