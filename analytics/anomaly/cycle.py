@@ -29,6 +29,8 @@ KEEP = 0.8  # a known period stays while its correlation is at least this share 
 DRIFT = 1 / 192  # … and no better estimate differs by more than this share (or two points over the multiple
 # it was measured at): the profile's phase is the time modulo the period, and an error of a third of a bin
 # per period is about what its memory of three periods can follow
+_FIRST_ERROR = 0.05  # how far off the first peak of a noisy, broad cycle may be read
+_HARMONIC_DRIFT = 4 * DRIFT  # a multiple read off a longer lag is less precise
 FIRST = 64  # values before the first search
 EARLY, LATE = 64, 256  # search every EARLY values while the history fills, then every LATE
 
@@ -64,8 +66,20 @@ def find_periods(history: npt.NDArray[np.floating], current: FloatArray) -> Floa
     known = np.clip(np.round(current).astype(np.intp), 0, lags)
     still = (current >= MIN_PERIOD) & (current < lags)
     fits = acf[local, known] >= np.maximum(MIN_CORRELATION, KEEP * np.where(found, height, 0.0))
-    close = np.abs(period - current) <= current * DRIFT
-    return np.where(still & fits & (close | ~found), current, period)
+    close = np.abs(period - current) <= np.maximum(current * DRIFT, 2.0 / multiple)
+    return np.where(still & fits & (close | _harmonic(period, current) | ~found), current, period)
+
+
+def _harmonic(period: FloatArray, current: FloatArray) -> npt.NDArray[np.bool_]:
+    """Whether a new period is a whole multiple (two or more) of the known one, or the known one of it.
+
+    Bursts of uneven height make the period's double or triple correlate as well as the period itself,
+    and the search then names one or another from one search to the next; while the known one still
+    fits, either describes the cycle, and taking the other would start the profile afresh each time.
+    """
+    small, big = np.minimum(period, current), np.maximum(period, current)
+    times = np.round(big / np.maximum(small, 1e-9))
+    return (small >= MIN_PERIOD) & (times >= 2) & (np.abs(big - times * small) <= _HARMONIC_DRIFT * big)
 
 
 def _precise(acf: FloatArray, best: npt.NDArray[np.intp], height: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -75,8 +89,13 @@ def _precise(acf: FloatArray, best: npt.NDArray[np.intp], height: FloatArray) ->
     local, lags = np.arange(len(best)), acf.shape[1] - 1
     first = best + _vertex(acf, best)
     multiple = np.maximum(np.floor((lags - 3) / first), 1.0)
-    around = np.clip(np.round(multiple * first).astype(np.intp)[:, None] + np.arange(-2, 3)[None, :], 1, lags - 1)
-    values = acf[local[:, None], around]
+    # Searched within the first peak's own error times the multiple (a broad peak read a few per cent off
+    # puts its multiple that many per cent times the multiple off), but short of the neighbouring multiples.
+    reach = np.clip(np.ceil(_FIRST_ERROR * multiple * first), 2, np.maximum(2, np.floor(first / 2) - 1))
+    reach = reach.astype(np.intp)
+    offsets = np.arange(-int(reach.max()), int(reach.max()) + 1)
+    around = np.clip(np.round(multiple * first).astype(np.intp)[:, None] + offsets[None, :], 1, lags - 1)
+    values = np.where(np.abs(offsets)[None, :] <= reach[:, None], acf[local[:, None], around], -np.inf)
     top = around[local, np.argmax(values, axis=1)]
     fits = values.max(axis=1) >= NEAR * height
     return np.where(fits, (top + _vertex(acf, top)) / multiple, first), np.where(fits, multiple, 1.0)
