@@ -92,9 +92,19 @@ class Extremes(Arrays):
 
     def relevel(self, idx: Index, shift: FloatArray) -> None:
         """Move the window, its fit and the mean by ``shift`` (after a confirmed level shift)."""
+        self.recentre(idx, shift)
+        self.mean[idx] = self.mean[idx] + shift
+
+    def window_mean(self, rows: np.ndarray) -> FloatArray:
+        """The mean of each row's window (of the values kept so far, if it is not full yet)."""
+        filled = np.minimum(self.count[rows], WINDOW)
+        kept = np.arange(WINDOW)[None, :] < filled[:, None]
+        return np.where(kept, self.buffer[rows], 0.0).sum(axis=1) / np.maximum(filled, 1.0)
+
+    def recentre(self, idx: Index, shift: FloatArray) -> None:
+        """Move the window and its fit by ``shift``, not the mean (which is already at the new level)."""
         self.buffer[idx] = self.buffer[idx] + shift[:, None].astype(np.float32)
         self.median[idx] = self.median[idx] + shift
-        self.mean[idx] = self.mean[idx] + shift
 
     def _keep(self, idx: Index, y: FloatArray) -> None:
         count = self.count[idx].astype(np.int64)

@@ -10,7 +10,8 @@ p-value — through its own per-series tail model where the null distribution de
 p-values are fused (:mod:`.combine`). A point is scored before it is learnt from, so a score depends on the
 series' past and the point only; after a point that looks anomalous, scales and profiles learn less, so an
 anomaly does not become the norm it is measured against; for the same reason the value windows skip the
-points that follow an outlier for a while (a quarantine). An episode, once flagged, lasts while the p-value
+points that follow an outlier for a while (a quarantine), and move to a new level once the smoothed mean has
+kept it for :data:`SETTLE` points (the residual models follow it sooner, so the CUSUM may never confirm it). An episode, once flagged, lasts while the p-value
 stays within :data:`HOLD` times the false-alarm rate, so a score hovering at the threshold is one alarm.
 
 Counters (``name`` ending in ``_total``) are scored on their per-second rate, resets tolerated; the first
@@ -58,6 +59,7 @@ _SPREAD_FLOOR = 0.05  # least residual scale, in the value window's mean absolut
 STATISTICS = ("above", "below", "shape")
 SMOOTHING, EVERY = 0.125, 4  # the smoothed mean: ~8 points' memory, a window reaching 4 x 512 points back
 QUARANTINE = 24  # points the value windows skip after an outlying residual or value
+SETTLE = 12  # points the smoothed mean stays beyond its range (at CONFIRM_P) before that is its new level
 QUARANTINE_P = 1e-6  # what is outlying: a residual or value p-value this small (relative to its weight)
 MAX_WITHHELD = 128  # then the windows learn this many points whatever comes: the odd may be the new normal
 HOLD = 10.0  # an episode goes on while p stays below HOLD x the false-alarm rate: one event, not a flicker
@@ -82,6 +84,8 @@ class SeriesState(Arrays):
     alarm: FloatArray
     last_p: FloatArray
     quarantine: FloatArray  # points the value windows still skip
+    outside: FloatArray  # points in a row the smoothed mean has been above (> 0) or below its range
+    run_sum: FloatArray  # the sum of the values in that run
     withheld: FloatArray  # points skipped in a row; negative while the windows must learn again
 
     def __init__(self) -> None:
@@ -95,6 +99,8 @@ class SeriesState(Arrays):
             alarm=zero,
             last_p=zero,
             quarantine=zero,
+            outside=zero,
+            run_sum=zero,
             withheld=zero,
         )
 
@@ -258,6 +264,7 @@ class OnlineDetector:
             self.tails[name].update(idx, stat, tail[name])
         outlying = np.stack([tail["above"], tail["below"], high, low]) / np.array(WEIGHTS[:4])[:, None]
         learn = self._quarantine(idx, outlying.min(axis=0))
+        self._settle(idx, y, (mean_high, mean_low), (high, low), variance)
         self.extremes.keep(idx, value, learn)
         self.smoothed.keep(idx, mean, learn)
         self._adapt(idx, level, variance, scale)
@@ -285,6 +292,45 @@ class OnlineDetector:
         series.withheld[idx] = np.where(withheld >= MAX_WITHHELD, -MAX_WITHHELD, withheld)
         series.quarantine[idx] = np.where(outlying < QUARANTINE_P, QUARANTINE, np.maximum(quarantine - 1.0, 0.0))
         return ~skip
+
+    def _settle(
+        self,
+        idx: Index,
+        y: FloatArray,
+        p_mean: tuple[FloatArray, FloatArray],
+        p_value: tuple[FloatArray, FloatArray],
+        p_variance: FloatArray,
+    ) -> None:
+        """Move the value windows to a level the smoothed mean has kept beyond one side of their range for
+        :data:`SETTLE` points in a row (``p_mean``, high and low, below :data:`CONFIRM_P`).
+
+        The CUSUM confirms level shifts from the residuals, but on a bursty series the residual models
+        follow a new level within a few points and the evidence stops; the value windows would then flag it
+        until they have learnt it (:data:`MAX_WITHHELD` points and more): one change, alarming for minutes.
+        A point beyond the other side of the values' range (``p_value``), or a residual scale that has
+        changed (``p_variance``), breaks the run: a burst of noise moves the mean too. The windows move by
+        the mean of the run's values less the mean of the window, like for like: the smoothed mean lags
+        (after a burst it is still high while the values are back) and a bursty series' median is not its
+        mean.
+        """
+        series = self.series
+        (mean_high, mean_low), (high, low) = p_mean, p_value
+        calm = p_variance >= _DOUBT
+        up = calm & (mean_high < CONFIRM_P) & (low >= _DOUBT)
+        down = calm & (mean_low < CONFIRM_P) & (high >= _DOUBT)
+        side = up.astype(float) - down.astype(float)
+        before = series.outside[idx]
+        going = side * before > 0  # the run goes on while it keeps its side
+        outside = np.where(going, before + side, side)
+        total = np.where(going, series.run_sum[idx], 0.0) + np.where(side != 0, y, 0.0)
+        settled = np.abs(outside) >= SETTLE
+        series.outside[idx] = np.where(settled, 0.0, outside)
+        series.run_sum[idx] = np.where(settled, 0.0, total)
+        if settled.any():
+            rows = series.rows(idx)[settled]
+            shift = total[settled] / SETTLE - self.extremes.window_mean(rows)
+            self.extremes.recentre(rows, shift)
+            self.smoothed.recentre(rows, shift)
 
     def _interval(self, idx: Index, count: FloatArray, elapsed: FloatArray) -> FloatArray:
         """Each series' typical sampling interval, learnt robustly (a gap counts as at most two intervals)."""

@@ -230,6 +230,21 @@ def test_a_second_burst_of_noise_is_flagged_though_the_first_was_not_learnt_as_n
         assert len(second) >= 20, (seed, second)
 
 
+@pytest.mark.parametrize("seed", [2, 5])
+def test_a_level_shift_of_a_bursty_series_is_one_short_alarm(seed: int) -> None:
+    # Idle with busy stretches at random; the residual models follow the new level within a few points, so
+    # the CUSUM never confirms it. The value windows must take the new level as normal once the smoothed
+    # mean has kept it (without that, the alarm lasts 200-300 points: until the windows have learnt it).
+    rng = np.random.default_rng(seed)
+    size, at = 2000, 1500
+    busy = np.repeat(rng.random(size // 12 + 1) < 0.25, 12)[:size]
+    values = np.where(busy, 5 + rng.normal(0, 0.5, size), rng.normal(0, 0.05, size).clip(0))
+    values[at:] += float(rng.choice([-1, 1])) * 8
+    after = [i for i in flagged(detect_anomalies(frame(values))) if i >= at]
+    assert after and after[0] < at + 3, after[:3]
+    assert after[-1] < at + 30, after[-5:]
+
+
 def test_one_spike_is_not_a_level_shift_however_quiet_the_series() -> None:
     # The level CUSUM's input is clipped, but a series of tiny residuals standardises the clipped spike
     # back to a huge step: the standardised step is clipped too.
