@@ -11,8 +11,9 @@ p-values are fused (:mod:`.combine`). A point is scored before it is learnt from
 series' past and the point only; after a point that looks anomalous, scales and profiles learn less, so an
 anomaly does not become the norm it is measured against; for the same reason the value windows skip the
 points that follow an outlier for a while (a quarantine), and move to a new level once the smoothed mean has
-kept it for :data:`SETTLE` points (the residual models follow it sooner, so the CUSUM may never confirm it). An episode, once flagged, lasts while the p-value
-stays within :data:`HOLD` times the false-alarm rate, so a score hovering at the threshold is one alarm.
+kept it for :data:`SETTLE` points (the residual models follow it sooner, so the CUSUM may never confirm
+it). An episode, once flagged, lasts while the p-value stays within :data:`HOLD` times the false-alarm rate,
+so a score hovering at the threshold is one alarm.
 
 Counters (``name`` ending in ``_total``) are scored on their per-second rate, resets tolerated; the first
 point of a counter has no rate. A missing value (NaN or null) leaves the state untouched; the gap it leaves
