@@ -60,9 +60,9 @@ _SPREAD_FLOOR = 0.05  # least residual scale, in the value window's mean absolut
 STATISTICS = ("above", "below", "shape")
 SMOOTHING, EVERY = 0.125, 4  # the smoothed mean: ~8 points' memory, a window reaching 4 x 512 points back
 QUARANTINE = 24  # points the value windows skip after an outlying residual or value
-SETTLE = 12  # points the smoothed mean stays beyond its range (at CONFIRM_P) before that is its new level
 QUARANTINE_P = 1e-6  # what is outlying: a residual or value p-value this small (relative to its weight)
 MAX_WITHHELD = 128  # then the windows learn this many points whatever comes: the odd may be the new normal
+SETTLE = 12  # points the smoothed mean stays beyond its range (at CONFIRM_P) before that is its new level
 HOLD = 10.0  # an episode goes on while p stays below HOLD x the false-alarm rate: one event, not a flicker
 WEIGHTS = (0.125, 0.125, 0.175, 0.175, 0.05, 0.05, 0.05, 0.1, 0.1, 0.025, 0.025)
 """Bonferroni weights of the p-values: residual above and below, value high and low, smoothed mean high and
@@ -329,7 +329,7 @@ class OnlineDetector:
         series.run_sum[idx] = np.where(settled, 0.0, total)
         if settled.any():
             rows = series.rows(idx)[settled]
-            shift = total[settled] / SETTLE - self.extremes.window_mean(rows)
+            shift = total[settled] / np.abs(outside[settled]) - self.extremes.window_mean(rows)
             self.extremes.recentre(rows, shift)
             self.smoothed.recentre(rows, shift)
 

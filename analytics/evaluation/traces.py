@@ -324,7 +324,7 @@ def trace_dataset(
     """
     rng = np.random.default_rng(seed)
     period = cycle_points(path, every)
-    series = _series_arrays(as_rates(resample(load(path), every)), points)
+    series = _recorded_series(path, every, points)
     frames = [
         labelled_frame(ts, values, np.ones(ts.size, bool), [], labels | {"case": f"{NONE}-{index:02d}"}, NONE)
         for index, (labels, ts, values) in enumerate(series[:controls])
@@ -344,8 +344,10 @@ def trace_dataset(
 Labels = dict[str, str | None]
 
 
-def _series_arrays(trace: pl.DataFrame, points: int | None) -> list[tuple[Labels, np.ndarray, np.ndarray]]:
-    """Each series of ``trace`` as (labels, epoch microseconds, values), in a stable order."""
+def _recorded_series(path: Path, every: int, points: int | None) -> list[tuple[Labels, np.ndarray, np.ndarray]]:
+    """Each series of the recording at ``path``, taken at ``every`` times its interval with counters as rates,
+    as (labels, epoch microseconds, values), in a stable order; the first ``points`` samples, if given."""
+    trace = as_rates(resample(load(path), every))
     keys = [column for column in trace.columns if column not in ("ts", "value")]
     out = []
     for _, part in trace.sort([*keys, "ts"], nulls_last=True).group_by(keys, maintain_order=True):
@@ -369,7 +371,7 @@ def cycle_evidence(path: Path = TRACE, every: int = EVERY) -> pl.DataFrame:
     period = cycle_points(path, every)
     rows = [
         {**labels, "acf_period": acf_at(values, period), "oracle_found": oracle_found(values, period)}
-        for labels, _, values in _series_arrays(as_rates(resample(load(path), every)), None)
+        for labels, _, values in _recorded_series(path, every, None)
     ]
     return pl.DataFrame(rows)
 
