@@ -6,7 +6,9 @@ something else again. A fixed threshold would flood heavy-tailed series with fal
 in quiet ones, so each statistic of each series gets its own peaks-over-threshold model (as in SPOT, Siffer
 et al., KDD 2017): an online estimate of its 90th percentile ``u`` and a generalised Pareto tail fitted to
 the excesses over ``u`` by a moment estimator, with exponentially weighted memory so it follows slow
-drift. ``P(stat > x) = 0.1 * (1 + shape * (x - u) / scale) ** (-1 / shape)``.
+drift. ``P(stat > x) = 0.1 * (1 + shape * (x - u) / scale) ** (-1 / shape)``. A fitted tail cannot claim
+a point is rarer than the rate at which such points have lately come (:meth:`TailModel.observed`): what
+recurs every few minutes is not a one-in-a-million event, whatever the fit says.
 
 The p-values of the methods are fused by a weighted Bonferroni (``min p_i / w_i``, weights summing to 1), so
 the false-alarm rate per point stays at most the target whatever the methods' dependence. The target rate
@@ -36,6 +38,13 @@ _MIN_TRUST = 0.05  # what recurs is learnt in the end: bursts that come back are
 _MAX_SHAPE = 0.95
 _QUANTILE_STEP = 0.2
 _SCORE_HALF = 4.0  # -log10(p) that maps to a score of 0.5
+_LEVELS = 10.0 ** -np.arange(3.0, 13.0)  # the p-values whose observed rates each tail model keeps
+_RATE_MEMORY = 2000  # points
+_DECAY = 1.0 - 1.0 / _RATE_MEMORY
+_FORGIVEN = 2  # runs at a level before its observed rate overrules the fitted tail
+_NEAR = 10.0  # a point is measured against the runs that reached 10 times its p-value: a burst judged by a
+# shrinking scale gets rarer each time it comes back, and would never be counted as recurring at its own level
+_UNCOUNTED = 20  # a series' first points are not counted: their statistics measure a scale not known yet
 
 
 def false_positive_rate(sensitivity: Sensitivity = DEFAULT_SENSITIVITY) -> float:
@@ -75,15 +84,18 @@ class TailModel(Arrays):
     u: FloatArray
     l1: FloatArray
     l2: FloatArray
+    hits: FloatArray  # (series, levels): EW count of the runs of points with a p-value at most each level
+    counted_at: FloatArray  # the point count ``n`` the run counts were last decayed to
+    last: FloatArray  # the previous point's p-value (from the fitted tail): where runs begin
 
     def __init__(self, prior: tuple[float, float, float], prior_weight: float = 50.0) -> None:
         self.prior = (*prior, prior_weight)
         zero = np.zeros(0)
-        super().__init__(n=zero, u=zero, l1=zero, l2=zero)
+        super().__init__(n=zero, u=zero, l1=zero, l2=zero, hits=np.zeros((0, len(_LEVELS))), counted_at=zero, last=zero)
 
     def defaults(self) -> dict[str, float]:
         u, l1, l2, weight = self.prior
-        return {"n": weight, "u": u, "l1": l1, "l2": l2}
+        return {"n": weight, "u": u, "l1": l1, "l2": l2, "last": 1.0}
 
     def pvalue(self, idx: Index, x: FloatArray) -> FloatArray:
         """``P(stat >= x)`` under each series' current tail model."""
@@ -94,8 +106,39 @@ class TailModel(Arrays):
         below = (1 - _TAIL) * (1 - x / np.maximum(u, 1e-300))
         return np.where(x < u, np.minimum(1.0, _TAIL + below), _TAIL * tail)
 
+    def observed(self, idx: Index, p: FloatArray) -> FloatArray:
+        """``p`` from :meth:`pvalue`, or the rate at which the series has lately had points that rare, if higher.
+
+        The fitted tail's shape is capped and what it learns from rare points is winsorised (so a ramp cannot
+        teach it), so it cannot express a statistic that is all but 0 most of the time and huge now and then:
+        a sparse series' bursts, measured by a residual scale that the quiet stretches shrink, stayed alarms
+        every time they came back. So each series also counts, per level of p-value, the runs of points that
+        reached it over the last :data:`_RATE_MEMORY` points: beyond :data:`_FORGIVEN` runs, a point no rarer
+        than :data:`_NEAR` times such a level is no rarer than the rate of the extra runs. A spike that comes
+        twice is still two alarms; a burst every five minutes stops being one after the third.
+        """
+        rare = p <= _LEVELS[0] / _NEAR
+        if not rare.any():
+            return p
+        rows = self.rows(idx)[rare]
+        level = np.searchsorted(-_LEVELS, -_NEAR * p[rare], side="right") - 1  # the least level >= _NEAR * p
+        runs = np.take_along_axis(self._runs(rows), level[:, None], axis=1)[:, 0]
+        observed = p.copy()
+        observed[rare] = np.maximum(p[rare], np.maximum(runs - _FORGIVEN, 0.0) / _RATE_MEMORY)
+        return observed
+
     def update(self, idx: Index, x: FloatArray, p: FloatArray) -> None:
-        """Learn from ``x``, whose p-value before the update is ``p``; the rarer, the less (it may be an anomaly)."""
+        """Learn from ``x``, whose p-value under the fitted tail (:meth:`pvalue`) is ``p``; the rarer, the less
+        (it may be an anomaly)."""
+        last = self.last[idx]
+        begins = (p < last) & (p <= _LEVELS[0])
+        if begins.any():  # rare: the counts decay lazily, by the points since they were last touched
+            rows = self.rows(idx)[begins]
+            counted = self.n[rows] >= self.prior[3] + _UNCOUNTED
+            began = (p[begins, None] <= _LEVELS) & (last[begins, None] > _LEVELS) & counted[:, None]
+            self.hits[rows] = self._runs(rows) * _DECAY + began
+            self.counted_at[rows] = self.n[rows] + 1.0
+        self.last[idx] = p
         n, u, l1, l2 = self.n[idx] + 1.0, self.u[idx].copy(), self.l1[idx], self.l2[idx]  # u: used after its update
         shape, scale = _gpd(u, l1, l2)
         gain = np.maximum(1.0 / n, _MEMORY)
@@ -117,6 +160,10 @@ class TailModel(Arrays):
         self.l1[idx] = l1 + tail_gain * (log_excess - l1)
         self.l2[idx] = l2 + tail_gain * (log_excess * log_excess - l2)
         self.n[idx] = n
+
+    def _runs(self, rows: np.ndarray) -> FloatArray:
+        """The run counts of ``rows`` as of now (the points they have seen)."""
+        return self.hits[rows] * (_DECAY ** (self.n[rows] - self.counted_at[rows]))[:, None]
 
 
 def gpd_survival(excess: FloatArray, shape: FloatArray) -> FloatArray:

@@ -260,9 +260,11 @@ class OnlineDetector:
         square = z**2
         stats = {"above": np.where(z > 0, square, 0.0), "below": np.where(z < 0, square, 0.0)}
         stats["shape"] = self.kmeans.step(idx, y) ** 2
-        tail = {name: self.tails[name].pvalue(idx, stat) for name, stat in stats.items()}
+        tail = {}
         for name, stat in stats.items():
-            self.tails[name].update(idx, stat, tail[name])
+            fitted = self.tails[name].pvalue(idx, stat)
+            tail[name] = self.tails[name].observed(idx, fitted)
+            self.tails[name].update(idx, stat, fitted)
         outlying = np.stack([tail["above"], tail["below"], high, low]) / np.array(WEIGHTS[:4])[:, None]
         learn = self._quarantine(idx, outlying.min(axis=0))
         self._settle(idx, y, (mean_high, mean_low), (high, low), variance)

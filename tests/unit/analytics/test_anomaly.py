@@ -218,6 +218,66 @@ def test_a_mostly_idle_series_is_not_flagged_for_every_blip_after_a_quiet_run() 
     assert 1210 in flagged(detect_anomalies(frame(values, name="x_bytes_per_second")))
 
 
+def sparse_bursts(seed: int, size: int = 1500) -> np.ndarray:
+    """Disk writes on a quiet host: nothing, then every 5 minutes (60 points of 5 s) a flush of 8 points at a
+    few discrete rates."""
+    rng = np.random.default_rng(seed)
+    values = np.zeros(size)
+    for start in range(30, size, 60):
+        values[start : start + 8] = rng.choice([3.4e6, 5.0e6, 6.7e6, 8.4e6], 8)
+    return values
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_sparse_burst_that_recurs_stops_alarming_but_ten_times_its_height_does_not(seed: int) -> None:
+    # The residual scale is the quiet phase's, so each flush is a residual of thousands of scales: without
+    # the observed rates and the cycle profile that learns the flush, 1-9 of the last 17 flushes alarmed.
+    values = sparse_bursts(seed)
+    later = [i for i in episodes(detect_anomalies(frame(values, step_s=5, name="x_bytes_per_second"))) if i >= 500]
+    assert len(later) <= 1, later
+    values[1210] = 1e8  # between two flushes
+    assert 1210 in flagged(detect_anomalies(frame(values, step_s=5, name="x_bytes_per_second")))
+
+
+def test_tail_model_takes_a_rarity_that_keeps_coming_back_at_its_rate_but_not_one_seen_twice() -> None:
+    rows = slice(0, 1)
+
+    def run(huge_at: set[int]) -> list[float]:
+        model = TailModel((2.7, 0.55, 0.47))
+        model.grow(1)
+        rng, observed = np.random.default_rng(1), []
+        for i in range(1500):
+            x = np.array([4e4 if i in huge_at else rng.exponential() * 0.01])
+            fitted = model.pvalue(rows, x)
+            observed.append(float(model.observed(rows, fitted)[0]))
+            model.update(rows, x, fitted)
+        return observed
+
+    recurring = run(set(range(0, 1500, 60)))
+    assert max(recurring[i] for i in range(0, 180, 60)) < 1e-10  # the first three are as rare as fitted
+    assert min(recurring[i] for i in range(300, 1500, 60)) > 1e-4  # the fit alone: below 1e-8 to the end
+    twice = run({500, 900})
+    assert twice[900] < 1e-10
+
+
+def test_kmeans_yardstick_of_a_sparse_series_is_a_distance_it_travels() -> None:
+    history = np.zeros((1, 128))
+    history[0, 10:18], history[0, 70:78] = 5.0, 6.0
+    vectors = np.diff(np.lib.stride_tricks.sliding_window_view(history, 7, axis=1), axis=2)
+    _, yardstick = fit(vectors)
+    distance = np.sqrt((vectors[0] ** 2).sum(axis=1))
+    assert yardstick[0] >= 0.25 * distance.mean() > 0  # the median distance: 0.09, a tenth of the mean
+
+
+def test_extremes_of_plateaus_pass_no_value_ten_times_their_height() -> None:
+    extremes = Extremes()
+    extremes.grow(1)
+    for value in sparse_bursts(0, WINDOW + REFIT):
+        judge(extremes, value)
+    high, _ = judge(extremes, 1e8)
+    assert high < 1e-6  # with the moment scale (6 x the mean excess): 3e-4
+
+
 def test_a_second_burst_of_noise_is_flagged_though_the_first_was_not_learnt_as_normal() -> None:
     # The windows the value tails are fitted on skip the points after an outlier; had they kept the first
     # burst, its fitted tail would be heavy enough to pass the second (0 flagged points for both seeds).
