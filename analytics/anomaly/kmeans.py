@@ -4,7 +4,8 @@ As in Netdata's machine learning: a point's feature vector is the last ``LAGS`` 
 series periodically trains k-means (k = 2) on the vectors of its recent history (a ring buffer of
 ``WINDOW`` values) and keeps the median training distance as that model's yardstick (Netdata flags beyond
 the 99th percentile; here the per-series tail model of :mod:`analytics.anomaly.combine` sets the
-threshold, and a median is a far steadier yardstick than an extreme of 120 vectors). The last ``MODELS``
+threshold, and a median is a far steadier yardstick than an extreme of 120 vectors), or half the mean
+distance where that is larger: a sparse series' median distance is ~0. The last ``MODELS``
 models vote: the statistic is the smallest ratio of distance to yardstick among them, so it is large only
 when every model finds the shape unfamiliar. Training is staggered by a hash of the series,
 so one step retrains only 1/``RETRAIN`` of the series, and is deterministic (centroids start at the mean and
@@ -22,6 +23,7 @@ LAGS = 6
 MODELS = 3
 RETRAIN = 128
 _ITERATIONS = 4
+_MEAN_SHARE = 0.5  # the least yardstick, as a share of the mean training distance
 
 
 class KMeansConsensus(Arrays):
@@ -100,7 +102,9 @@ def fit(vectors: FloatArray) -> tuple[FloatArray, FloatArray]:
         centroids[:, 1] = np.where(size > 0, summed / np.maximum(size, 1), centroids[:, 1])
         centroids[:, 0] = np.where(size < count, (total - summed) / np.maximum(count - size, 1), centroids[:, 0])
     distance = np.sqrt(np.maximum(_squared(vectors, norms, centroids).min(axis=2), 0.0))
-    return centroids, np.median(distance, axis=1)
+    # Most of a sparse series' vectors are all zeros, so its median distance is ~0 and every burst would
+    # look infinitely unfamiliar however often it recurs; half the mean is a distance the series does travel.
+    return centroids, np.maximum(np.median(distance, axis=1), _MEAN_SHARE * distance.mean(axis=1))
 
 
 def _squared(vectors: FloatArray, norms: FloatArray, centroids: FloatArray) -> FloatArray:

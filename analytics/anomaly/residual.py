@@ -65,6 +65,8 @@ class Profile(Arrays):
         zero = np.zeros(0)
         super().__init__(season=np.zeros((0, bins)), visits=np.zeros((0, bins)), baseline=zero, strength=zero, **extra)
 
+    first_visit_as_is = False  # whether a bin's first visit learns the value unclipped and fully trusted
+
     def period(self, idx: Index) -> FloatArray | float:
         """Each series' period in microseconds."""
         return float(self.period_us)
@@ -98,9 +100,14 @@ class Profile(Arrays):
         season, visits = self.season[idx], self.visits[idx]
         cap = _PROFILE_MEMORY * np.maximum(1.0, period / self.bins / interval)  # visits per bin in that memory
         for bin_, weight in ((bin0, 1 - frac), (bin1, frac)):
-            seen = np.minimum(visits[local, bin_] + weight, cap)
+            before = visits[local, bin_]
+            seen = np.minimum(before + weight, cap)
             visits[local, bin_] = seen
-            delta = trust * weight / np.maximum(seen, 1e-9) * np.clip(y - baseline - season[local, bin_], -width, width)
+            step, clip = trust * weight / np.maximum(seen, 1e-9), width
+            first = before < 1.0 if self.first_visit_as_is else None
+            if first is not None and first.any():
+                step, clip = np.where(first, weight / np.maximum(seen, 1e-9), step), np.where(first, np.inf, width)
+            delta = step * np.clip(y - baseline - season[local, bin_], -clip, clip)
             season[local, bin_] += delta
         self.season[idx] = season
         self.visits[idx] = visits
@@ -119,6 +126,11 @@ class CycleProfile(Profile):
     started_us: FloatArray
     seen: FloatArray  # points learnt since the start
     judged: FloatArray  # residuals the model's error has been measured on (from its second period)
+
+    # Its first period learns the shape as it is. Clipped at the residual scale and scaled by trust, the
+    # profile of a sparse series would never learn the burst that gave it its period: the scale is the quiet
+    # phase's, and the burst is flagged (so untrusted) until it is learnt.
+    first_visit_as_is = True
 
     def __init__(self, bins: int) -> None:
         zero = np.zeros(0)
