@@ -35,6 +35,7 @@ _MIN_FIT = 64  # values in the window before it judges
 _TAIL = 0.1
 _FLOOR = 0.25  # least tail scale, in mean absolute deviations from the median
 _MAX_SHAPE = 0.45  # method-of-moments estimates are unreliable beyond this
+_MAX_RATIO = 2.0  # mean^2 / variance of the excesses that still informs the scale: a shape of -0.5
 
 
 class Extremes(Arrays):
@@ -152,7 +153,10 @@ def _fit(ordered: FloatArray, floor: FloatArray) -> FloatArray:
     # Not below 0: a short tail fitted to a few dozen excesses would claim an end point the series has
     # merely not reached yet (heavy-tailed noise then floods with alarms).
     shape = np.clip(0.5 * (1.0 - ratio), 0.0, _MAX_SHAPE)
-    scale = np.where(var > 0, 0.5 * mean * (1.0 + ratio), mean)
+    # The moment estimate's scale is mean * (1 - shape): for excesses of nearly one size (plateaus a series
+    # keeps going back to) the shape is far below 0 and the scale many times the mean excess, an exponential
+    # tail under which ten times the plateau is unremarkable. No shorter a tail than -0.5 sets the scale.
+    scale = np.where(var > 0, 0.5 * mean * (1.0 + np.minimum(ratio, _MAX_RATIO)), mean)
     return np.stack([threshold, shape, np.maximum(scale, floor)], axis=1)
 
 
