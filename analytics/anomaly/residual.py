@@ -104,9 +104,11 @@ class Profile(Arrays):
             seen = np.minimum(before + weight, cap)
             visits[local, bin_] = seen
             step, clip = trust * weight / np.maximum(seen, 1e-9), width
-            first = before < 1.0 if self.first_visit_as_is else None
-            if first is not None and first.any():
-                step, clip = np.where(first, weight / np.maximum(seen, 1e-9), step), np.where(first, np.inf, width)
+            if self.first_visit_as_is:
+                first = before < 1.0
+                if first.any():
+                    step = np.where(first, weight / np.maximum(seen, 1e-9), step)
+                    clip = np.where(first, np.inf, width)
             delta = step * np.clip(y - baseline - season[local, bin_], -clip, clip)
             season[local, bin_] += delta
         self.season[idx] = season
