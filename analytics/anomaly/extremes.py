@@ -109,9 +109,7 @@ class Extremes(Arrays):
 
     def _keep(self, idx: Index, y: FloatArray) -> None:
         count = self.count[idx].astype(np.int64)
-        buffer = self.buffer[idx]
-        buffer[np.arange(len(y)), count % WINDOW] = y
-        self.buffer[idx] = buffer
+        self.buffer[self.rows(idx), count % WINDOW] = y
         self.count[idx] = count + 1
         self._refit(idx, count + 1)
 

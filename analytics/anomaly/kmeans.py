@@ -49,11 +49,9 @@ class KMeansConsensus(Arrays):
     def step(self, idx: Index, y: FloatArray) -> FloatArray:
         """Add ``y`` to each series' buffer and return the consensus distance ratio of its new shape."""
         count = self.count[idx].astype(np.int64)
-        local = np.arange(len(y))
-        buffer = self.buffer[idx]
-        buffer[local, count % WINDOW] = y
-        self.buffer[idx] = buffer
-        recent = buffer[local[:, None], (count[:, None] - np.arange(LAGS, -1, -1)) % WINDOW]
+        rows = self.rows(idx)  # written and read in place: a copy of the whole buffers costs more than the step
+        self.buffer[rows, count % WINDOW] = y
+        recent = self.buffer[rows[:, None], (count[:, None] - np.arange(LAGS, -1, -1)) % WINDOW]
         features = np.diff(recent, axis=1)
         threshold = self.threshold[idx]
         gaps = features[:, None, None, :] - self.centroids[idx]

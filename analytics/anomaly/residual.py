@@ -82,9 +82,8 @@ class Profile(Arrays):
         lower = np.floor(position)
         bin0 = lower.astype(np.intp) % self.bins
         bin1, frac = (bin0 + 1) % self.bins, position - lower
-        season = self.season[idx]
-        local = np.arange(len(ts_us))
-        return (1 - frac) * season[local, bin0] + frac * season[local, bin1], (bin0, bin1, frac)
+        rows = self.rows(idx)
+        return (1 - frac) * self.season[rows, bin0] + frac * self.season[rows, bin1], (bin0, bin1, frac)
 
     def learn(self, idx: Index, bins: Bins, y: FloatArray, fitted: FloatArray, width: FloatArray, **kw: Any) -> None:
         """Move the two bins around each point towards it, measured against the baseline: a running mean over
@@ -93,26 +92,22 @@ class Profile(Arrays):
         count, interval, trust = kw["count"], np.maximum(kw["interval_us"], 1.0), kw["trust"]
         period = self.period(idx)
         bin0, bin1, frac = bins
-        local = np.arange(len(y))
         baseline = np.where(count == 0, y, self.baseline[idx])
         gain = np.maximum(1.0 / (count + 1.0), interval / (2.0 * period))
         self.baseline[idx] = baseline + gain * np.clip(y - fitted - baseline, -width, width)
-        season, visits = self.season[idx], self.visits[idx]
+        rows = self.rows(idx)  # the bins are updated in place: copying whole profiles costs more than the step
         cap = _PROFILE_MEMORY * np.maximum(1.0, period / self.bins / interval)  # visits per bin in that memory
         for bin_, weight in ((bin0, 1 - frac), (bin1, frac)):
-            before = visits[local, bin_]
+            before = self.visits[rows, bin_]
             seen = np.minimum(before + weight, cap)
-            visits[local, bin_] = seen
+            self.visits[rows, bin_] = seen
             step, clip = trust * weight / np.maximum(seen, 1e-9), width
             if self.first_visit_as_is:
                 first = before < 1.0
                 if first.any():
                     step = np.where(first, weight / np.maximum(seen, 1e-9), step)
                     clip = np.where(first, np.inf, width)
-            delta = step * np.clip(y - baseline - season[local, bin_], -clip, clip)
-            season[local, bin_] += delta
-        self.season[idx] = season
-        self.visits[idx] = visits
+            self.season[rows, bin_] += step * np.clip(y - baseline - self.season[rows, bin_], -clip, clip)
         due = count % _REFRESH == 0
         if due.any():  # now and then: recentre (its mean belongs to the levels) and measure the range
             rows = self.rows(idx)[due]
