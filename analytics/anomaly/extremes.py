@@ -48,6 +48,8 @@ class Extremes(Arrays):
     mean: FloatArray  # the EW mean judged instead of the value, with ``smoothing``
     median: FloatArray
     spread: FloatArray  # the window's mean absolute deviation from its median
+    idle: FloatArray  # the share of the window's values equal to its median
+    extent: FloatArray  # (series, 2): how far below and above its median the window reaches
     tail: FloatArray  # (series, 2 sides, 3): threshold excess over the median, GPD shape, GPD scale
 
     def __init__(self, smoothing: float = 0.0, every: int = 1) -> None:
@@ -61,6 +63,8 @@ class Extremes(Arrays):
             mean=zero,
             median=zero,
             spread=zero,
+            idle=zero,
+            extent=np.zeros((0, 2)),
             tail=np.zeros((0, 2, 3)),
         )
 
@@ -80,6 +84,11 @@ class Extremes(Arrays):
         p_high = np.where(fitted, _survival(offset, tail[:, 0]), 1.0)
         p_low = np.where(fitted, _survival(-offset, tail[:, 1]), 1.0)
         return p_high, p_low, y
+
+    def inside(self, idx: Index, y: FloatArray) -> np.ndarray:
+        """Whether ``y`` lies within the range of the window at its last fit."""
+        offset, extent = y - self.median[idx], self.extent[idx]
+        return (offset >= -extent[:, 0]) & (offset <= extent[:, 1])
 
     def keep(self, idx: Index, judged: FloatArray, learn: np.ndarray) -> None:
         """Keep each value :meth:`step` judged in the window when its turn comes, unless ``learn`` is False."""
@@ -134,6 +143,8 @@ class Extremes(Arrays):
         floor = np.maximum(_FLOOR * spread, 1e-9 * np.abs(median) + 1e-12)
         self.median[rows] = median
         self.spread[rows] = spread
+        self.idle[rows] = np.mean(deviation == 0, axis=1)
+        self.extent[rows] = np.stack([-deviation[:, 0], deviation[:, -1]], axis=1)
         self.tail[rows, 0] = _fit(deviation, floor)
         self.tail[rows, 1] = _fit(-deviation[:, ::-1], floor)
 

@@ -12,7 +12,9 @@ series' past and the point only; after a point that looks anomalous, scales and 
 anomaly does not become the norm it is measured against; for the same reason the value windows skip the
 points that follow an outlier for a while (a quarantine), and move to a new level once the smoothed mean has
 kept it for :data:`SETTLE` points (the residual models follow it sooner, so the CUSUM may never confirm
-it). An episode, once flagged, lasts while the p-value stays within :data:`HOLD` times the false-alarm rate,
+it). On a sparse series (idle most of the time) with no seasonal model, a burst within the range the series
+has kept is judged by its value, not by its residual: when such a series bursts is not predictable. An
+episode, once flagged, lasts while the p-value stays within :data:`HOLD` times the false-alarm rate,
 so a score hovering at the threshold is one alarm.
 
 Counters (``name`` ending in ``_total``) are scored on their per-second rate, resets tolerated; the first
@@ -63,6 +65,7 @@ QUARANTINE = 24  # points the value windows skip after an outlying residual or v
 QUARANTINE_P = 1e-6  # what is outlying: a residual or value p-value this small (relative to its weight)
 MAX_WITHHELD = 128  # then the windows learn this many points whatever comes: the odd may be the new normal
 SETTLE = 12  # points the smoothed mean stays beyond its range (at CONFIRM_P) before that is its new level
+SPARSE = 0.5  # a series is sparse while at least this share of its value window sits at the median (idle)
 HOLD = 10.0  # an episode goes on while p stays below HOLD x the false-alarm rate: one event, not a flicker
 WEIGHTS = (0.125, 0.125, 0.175, 0.175, 0.05, 0.05, 0.05, 0.1, 0.1, 0.025, 0.025)
 """Bonferroni weights of the p-values: residual above and below, value high and low, smoothed mean high and
@@ -247,7 +250,7 @@ class OnlineDetector:
         missing = np.where(count > 1, np.maximum(np.round(elapsed / np.maximum(interval, 1.0)) - 1.0, 0.0), 0.0)
         # The previous point's fused p-value; floored, so a series that stays odd is learnt in the end.
         trust = np.clip(series.last_p[idx] / _DOUBT, _MIN_TRUST, 1.0)
-        residual, scale = self.residual.step(idx, ts_us, y, interval, trust)
+        residual, scale, seasonal = self.residual.step(idx, ts_us, y, interval, trust)
         floor = np.maximum(_SPREAD_FLOOR * self.extremes.spread[idx], 1e-9 * np.abs(y) + 1e-12)
         z = residual / np.maximum(scale, floor)
         level, variance = self.change.step(idx, z)
@@ -265,6 +268,7 @@ class OnlineDetector:
             fitted = self.tails[name].pvalue(idx, stat)
             tail[name] = self.tails[name].observed(idx, fitted)
             self.tails[name].update(idx, stat, fitted)
+        self._unpredictable(idx, y, seasonal, tail, (high, low))
         outlying = np.stack([tail["above"], tail["below"], high, low]) / np.array(WEIGHTS[:4])[:, None]
         learn = self._quarantine(idx, outlying.min(axis=0))
         self._settle(idx, y, (mean_high, mean_low), (high, low), variance)
@@ -278,6 +282,29 @@ class OnlineDetector:
         )
         series.last_p[idx] = p
         return np.where(count + 1 < MIN_POINTS, 1.0, p)
+
+    def _unpredictable(
+        self,
+        idx: Index,
+        y: FloatArray,
+        seasonal: np.ndarray,
+        tail: dict[str, FloatArray],
+        p_value: tuple[FloatArray, FloatArray],
+    ) -> None:
+        """Judge a sparse series' burst by its value alone while it stays within the range its window has seen.
+
+        A series that is idle most of the time (disk writes, I/O wait, traffic on a quiet link) and has no
+        seasonal model that says when it is busy bursts when it does: its residual, measured by a scale the
+        idle stretches shrink, makes every burst thousands of scales of surprise, and the rate floor of the
+        tail models forgives only bursts that recur at a steady depth. So, there, the residual's p-value is
+        at least the value's (``p_value``: high and low). A burst beyond the window's range keeps the
+        residual's evidence as well.
+        """
+        sparse = (self.extremes.idle[idx] >= SPARSE) & ~seasonal & self.extremes.inside(idx, y)
+        if sparse.any():
+            high, low = p_value
+            tail["above"] = np.where(sparse, np.maximum(tail["above"], high), tail["above"])
+            tail["below"] = np.where(sparse, np.maximum(tail["below"], low), tail["below"])
 
     def _quarantine(self, idx: Index, outlying: FloatArray) -> np.ndarray:
         """Which points the value windows may learn from, given how outlying each point's residual or

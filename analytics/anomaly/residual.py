@@ -205,8 +205,9 @@ class SeasonalResidual(Arrays):
 
     def step(
         self, idx: Index, ts_us: FloatArray, y: FloatArray, interval_us: FloatArray, trust: FloatArray
-    ) -> tuple[FloatArray, FloatArray]:
-        """Score ``y`` and learn from it; returns the chosen model's residual and scale.
+    ) -> tuple[FloatArray, FloatArray, np.ndarray]:
+        """Score ``y`` and learn from it; returns the chosen model's residual and scale, and whether it is a
+        seasonal one.
 
         ``interval_us`` is each series' typical sampling interval (it sets how fast the profiles learn);
         ``trust`` in [0, 1] scales what scales and profiles learn from the point: during an anomaly they
@@ -244,7 +245,7 @@ class SeasonalResidual(Arrays):
         self.first_us[idx] = first
         self._find_cycles(idx, ts_us, y, interval)
         local = np.arange(len(y))
-        return residual[local, chosen], scale[local, chosen]
+        return residual[local, chosen], scale[local, chosen], chosen >= 2
 
     def _find_cycles(self, idx: Index, ts_us: FloatArray, y: FloatArray, interval: FloatArray) -> None:
         """Keep ``y`` for the period search; restart the cycle model of series whose period changed, from
