@@ -5,7 +5,8 @@ residual of the best smoothing model, above and below (spikes, seasonality break
 value and its smoothed mean against the tails of their recent history (far outside the series' range, or
 a level a bursty series has not kept in days; :mod:`.extremes`), CUSUMs of level and scale (level shifts,
 trend changes, variance changes, flatlines; :mod:`.changepoint`), k-means consensus (unfamiliar shapes;
-:mod:`.kmeans`), gaps and stuck values (:mod:`.missing`). Each becomes a
+:mod:`.kmeans`), the share of the seasonal swing lately missed or overshot (a burst that does not come or
+comes late; :mod:`.swing`), gaps and stuck values (:mod:`.missing`). Each becomes a
 p-value — through its own per-series tail model where the null distribution depends on the series — and the
 p-values are fused (:mod:`.combine`). A point is scored before it is learnt from, so a score depends on the
 series' past and the point only; after a point that looks anomalous, scales and profiles learn less, so an
@@ -52,6 +53,7 @@ from analytics.anomaly.kmeans import RETRAIN, KMeansConsensus
 from analytics.anomaly.missing import Continuity
 from analytics.anomaly.residual import SeasonalResidual
 from analytics.anomaly.state import Arrays, FloatArray, Index
+from analytics.anomaly.swing import PRIOR, SwingDeviation
 
 MIN_POINTS = 20
 CONFIRM_P = 1e-6  # a level change this certain (stricter than any flag) resets the CUSUM and moves the levels
@@ -67,9 +69,9 @@ MAX_WITHHELD = 128  # then the windows learn this many points whatever comes: th
 SETTLE = 12  # points the smoothed mean stays beyond its range (at CONFIRM_P) before that is its new level
 SPARSE = 0.5  # a series is sparse while at least this share of its value window sits at the median (idle)
 HOLD = 10.0  # an episode goes on while p stays below HOLD x the false-alarm rate: one event, not a flicker
-WEIGHTS = (0.125, 0.125, 0.175, 0.175, 0.05, 0.05, 0.05, 0.1, 0.1, 0.025, 0.025)
+WEIGHTS = (0.125, 0.125, 0.15, 0.15, 0.05, 0.05, 0.05, 0.1, 0.1, 0.025, 0.025, 0.05)
 """Bonferroni weights of the p-values: residual above and below, value high and low, smoothed mean high and
-low, shape, level, variance, gap, stuck."""
+low, shape, level, variance, gap, stuck, seasonal swing."""
 _PRIORS = {  # (90th percentile, log-moments of the excesses) of each statistic for Gaussian noise
     "above": (2.7, 0.55, 0.47),
     "below": (2.7, 0.55, 0.47),
@@ -131,7 +133,9 @@ class OnlineDetector:
         self.change = ChangeStatistics()
         self.kmeans = KMeansConsensus()
         self.continuity = Continuity()
+        self.swing = SwingDeviation()
         self.tails = {name: TailModel(_PRIORS[name]) for name in STATISTICS}
+        self.tails["swing"] = TailModel(PRIOR)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -188,6 +192,7 @@ class OnlineDetector:
             "extremes": self.extremes,
             "smoothed": self.smoothed,
             "change": self.change,
+            "swing": self.swing,
             "kmeans": self.kmeans,
             "continuity": self.continuity,
         }
@@ -250,7 +255,7 @@ class OnlineDetector:
         missing = np.where(count > 1, np.maximum(np.round(elapsed / np.maximum(interval, 1.0)) - 1.0, 0.0), 0.0)
         # The previous point's fused p-value; floored, so a series that stays odd is learnt in the end.
         trust = np.clip(series.last_p[idx] / _DOUBT, _MIN_TRUST, 1.0)
-        residual, scale, seasonal = self.residual.step(idx, ts_us, y, interval, trust)
+        residual, scale, seasonal, swing = self.residual.step(idx, ts_us, y, interval, trust)
         floor = np.maximum(_SPREAD_FLOOR * self.extremes.spread[idx], 1e-9 * np.abs(y) + 1e-12)
         z = residual / np.maximum(scale, floor)
         level, variance = self.change.step(idx, z)
@@ -269,6 +274,9 @@ class OnlineDetector:
             tail[name] = self.tails[name].observed(idx, fitted)
             self.tails[name].update(idx, stat, fitted)
         self._unpredictable(idx, y, seasonal, tail, (high, low))
+        tail["swing"] = self._swing(
+            idx, self.swing.step(idx, residual, swing, np.maximum(scale, floor), seasonal), seasonal
+        )
         outlying = np.stack([tail["above"], tail["below"], high, low]) / np.array(WEIGHTS[:4])[:, None]
         learn = self._quarantine(idx, outlying.min(axis=0))
         self._settle(idx, y, (mean_high, mean_low), (high, low), variance)
@@ -277,11 +285,35 @@ class OnlineDetector:
         self._adapt(idx, level, variance, scale)
         series.count[idx] = count + 1
         p = fuse(
-            [tail["above"], tail["below"], high, low, mean_high, mean_low, tail["shape"], level, variance, gap, stuck],
+            [
+                tail["above"],
+                tail["below"],
+                high,
+                low,
+                mean_high,
+                mean_low,
+                tail["shape"],
+                level,
+                variance,
+                gap,
+                stuck,
+                tail["swing"],
+            ],
             WEIGHTS,
         )
         series.last_p[idx] = p
         return np.where(count + 1 < MIN_POINTS, 1.0, p)
+
+    def _swing(self, idx: Index, stat: FloatArray, seasonal: np.ndarray) -> FloatArray:
+        """The p-value of the swing statistic (1 where the residual's model is not seasonal); its tail learns
+        only from seasonal points, or the zeros of the other stretches would make it all tail."""
+        model = self.tails["swing"]
+        fitted = model.pvalue(idx, stat)
+        p = np.where(seasonal, model.observed(idx, fitted), 1.0)
+        rows = self.series.rows(idx)[seasonal]
+        if len(rows):
+            model.update(rows, stat[seasonal], fitted[seasonal])
+        return p
 
     def _unpredictable(
         self,

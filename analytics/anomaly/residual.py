@@ -205,7 +205,7 @@ class SeasonalResidual(Arrays):
 
     def step(
         self, idx: Index, ts_us: FloatArray, y: FloatArray, interval_us: FloatArray, trust: FloatArray
-    ) -> tuple[FloatArray, FloatArray, np.ndarray]:
+    ) -> tuple[FloatArray, FloatArray, np.ndarray, FloatArray]:
         """Score ``y`` and learn from it; returns the chosen model's residual and scale, and whether it is a
         seasonal one.
 
@@ -245,7 +245,7 @@ class SeasonalResidual(Arrays):
         self.first_us[idx] = first
         self._find_cycles(idx, ts_us, y, interval)
         local = np.arange(len(y))
-        return residual[local, chosen], scale[local, chosen], chosen >= 2
+        return residual[local, chosen], scale[local, chosen], chosen >= 2, np.abs(seasonal[local, chosen])
 
     def _find_cycles(self, idx: Index, ts_us: FloatArray, y: FloatArray, interval: FloatArray) -> None:
         """Keep ``y`` for the period search; restart the cycle model of series whose period changed, from
