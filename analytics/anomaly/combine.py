@@ -127,6 +127,17 @@ class TailModel(Arrays):
         observed[rare] = np.maximum(p[rare], np.maximum(runs - _FORGIVEN, 0.0) / _RATE_MEMORY)
         return observed
 
+    def judge(self, idx: Index, x: FloatArray, learn: np.ndarray | None = None) -> FloatArray:
+        """The p-value of ``x`` (:meth:`pvalue`, floored by :meth:`observed`), then learn from it: from every
+        series, or only where ``learn`` is True."""
+        fitted = self.pvalue(idx, x)
+        p = self.observed(idx, fitted)
+        if learn is None:
+            self.update(idx, x, fitted)
+        elif learn.any():
+            self.update(self.rows(idx)[learn], x[learn], fitted[learn])
+        return p
+
     def update(self, idx: Index, x: FloatArray, p: FloatArray) -> None:
         """Learn from ``x``, whose p-value under the fitted tail (:meth:`pvalue`) is ``p``; the rarer, the less
         (it may be an anomaly)."""

@@ -257,7 +257,8 @@ class OnlineDetector:
         trust = np.clip(series.last_p[idx] / _DOUBT, _MIN_TRUST, 1.0)
         residual, scale, seasonal, swing = self.residual.step(idx, ts_us, y, interval, trust)
         floor = np.maximum(_SPREAD_FLOOR * self.extremes.spread[idx], 1e-9 * np.abs(y) + 1e-12)
-        z = residual / np.maximum(scale, floor)
+        floored = np.maximum(scale, floor)
+        z = residual / floored
         level, variance = self.change.step(idx, z)
         gap, stuck = self.continuity.step(idx, y, missing)
         # Squared where the null is roughly Gaussian: the square has a near-exponential tail, which the
@@ -268,15 +269,12 @@ class OnlineDetector:
         square = z**2
         stats = {"above": np.where(z > 0, square, 0.0), "below": np.where(z < 0, square, 0.0)}
         stats["shape"] = self.kmeans.step(idx, y) ** 2
-        tail = {}
-        for name, stat in stats.items():
-            fitted = self.tails[name].pvalue(idx, stat)
-            tail[name] = self.tails[name].observed(idx, fitted)
-            self.tails[name].update(idx, stat, fitted)
+        tail = {name: self.tails[name].judge(idx, stat) for name, stat in stats.items()}
         self._unpredictable(idx, y, seasonal, tail, (high, low))
-        tail["swing"] = self._swing(
-            idx, self.swing.step(idx, residual, swing, np.maximum(scale, floor), seasonal), seasonal
-        )
+        # The swing's tail learns only from seasonal points, or the zeros of the other stretches (the
+        # statistic is 0 there) would make every swing look rare.
+        share = self.swing.step(idx, residual, swing, floored, seasonal)
+        tail["swing"] = np.where(seasonal, self.tails["swing"].judge(idx, share, learn=seasonal), 1.0)
         outlying = np.stack([tail["above"], tail["below"], high, low]) / np.array(WEIGHTS[:4])[:, None]
         learn = self._quarantine(idx, outlying.min(axis=0))
         self._settle(idx, y, (mean_high, mean_low), (high, low), variance)
@@ -303,17 +301,6 @@ class OnlineDetector:
         )
         series.last_p[idx] = p
         return np.where(count + 1 < MIN_POINTS, 1.0, p)
-
-    def _swing(self, idx: Index, stat: FloatArray, seasonal: np.ndarray) -> FloatArray:
-        """The p-value of the swing statistic (1 where the residual's model is not seasonal); its tail learns
-        only from seasonal points, or the zeros of the other stretches would make it all tail."""
-        model = self.tails["swing"]
-        fitted = model.pvalue(idx, stat)
-        p = np.where(seasonal, model.observed(idx, fitted), 1.0)
-        rows = self.series.rows(idx)[seasonal]
-        if len(rows):
-            model.update(rows, stat[seasonal], fitted[seasonal])
-        return p
 
     def _unpredictable(
         self,

@@ -110,7 +110,7 @@ class Profile(Arrays):
             self.season[rows, bin_] += step * np.clip(y - baseline - self.season[rows, bin_], -clip, clip)
         due = count % _REFRESH == 0
         if due.any():  # now and then: recentre (its mean belongs to the levels) and measure the range
-            rows = self.rows(idx)[due]
+            rows = rows[due]
             recentred = self.season[rows] - self.season[rows].mean(axis=1, keepdims=True)
             self.season[rows] = recentred
             self.strength[rows] = np.ptp(recentred, axis=1)
@@ -206,8 +206,8 @@ class SeasonalResidual(Arrays):
     def step(
         self, idx: Index, ts_us: FloatArray, y: FloatArray, interval_us: FloatArray, trust: FloatArray
     ) -> tuple[FloatArray, FloatArray, np.ndarray, FloatArray]:
-        """Score ``y`` and learn from it; returns the chosen model's residual and scale, and whether it is a
-        seasonal one.
+        """Score ``y`` and learn from it; returns the chosen model's residual and scale, whether it is a
+        seasonal one, and the size of the seasonal swing it expects at the point (0 for a plain model).
 
         ``interval_us`` is each series' typical sampling interval (it sets how fast the profiles learn);
         ``trust`` in [0, 1] scales what scales and profiles learn from the point: during an anomaly they
