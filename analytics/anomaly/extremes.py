@@ -90,6 +90,13 @@ class Extremes(Arrays):
         offset, extent = y - self.median[idx], self.extent[idx]
         return (offset >= -extent[:, 0]) & (offset <= extent[:, 1])
 
+    def share(self, rows: np.ndarray, y: FloatArray) -> FloatArray:
+        """The share of each row's window (of the values kept so far) equal to ``y``."""
+        filled = np.minimum(self.count[rows], WINDOW)
+        kept = np.arange(WINDOW)[None, :] < filled[:, None]
+        equal = kept & (self.buffer[rows] == y.astype(np.float32)[:, None])
+        return equal.sum(axis=1) / np.maximum(filled, 1.0)
+
     def keep(self, idx: Index, judged: FloatArray, learn: np.ndarray) -> None:
         """Keep each value :meth:`step` judged in the window when its turn comes, unless ``learn`` is False."""
         seen = self.seen[idx].astype(np.int64)

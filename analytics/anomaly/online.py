@@ -14,9 +14,10 @@ anomaly does not become the norm it is measured against; for the same reason the
 points that follow an outlier for a while (a quarantine), and move to a new level once the smoothed mean has
 kept it for :data:`SETTLE` points (the residual models follow it sooner, so the CUSUM may never confirm
 it). On a sparse series (idle most of the time) with no seasonal model, a burst within the range the series
-has kept is judged by its value, not by its residual: when such a series bursts is not predictable. An
-episode, once flagged, lasts while the p-value stays within :data:`HOLD` times the false-alarm rate,
-so a score hovering at the threshold is one alarm.
+has kept is judged by its value, not by its residual: when such a series bursts is not predictable. A run
+of repeats at a value the value window holds often (a rate back at 0 between bursts) is idling, not a
+stuck reading. An episode, once flagged, lasts while the p-value stays within :data:`HOLD` times the
+false-alarm rate, so a score hovering at the threshold is one alarm.
 
 Counters (``name`` ending in ``_total``) are scored on their per-second rate, resets tolerated; the first
 point of a counter has no rate. A missing value (NaN or null) leaves the state untouched; the gap it leaves
@@ -68,6 +69,7 @@ QUARANTINE_P = 1e-6  # what is outlying: a residual or value p-value this small 
 MAX_WITHHELD = 128  # then the windows learn this many points whatever comes: the odd may be the new normal
 SETTLE = 12  # points the smoothed mean stays beyond its range (at CONFIRM_P) before that is its new level
 SPARSE = 0.5  # a series is sparse while at least this share of its value window sits at the median (idle)
+IDLE = 0.05  # a value that makes up this share of the value window is one the series idles at
 HOLD = 10.0  # an episode goes on while p stays below HOLD x the false-alarm rate: one event, not a flicker
 WEIGHTS = (0.125, 0.125, 0.15, 0.15, 0.05, 0.05, 0.05, 0.1, 0.1, 0.025, 0.025, 0.05)
 """Bonferroni weights of the p-values: residual above and below, value high and low, smoothed mean high and
@@ -261,6 +263,7 @@ class OnlineDetector:
         z = residual / floored
         level, variance = self.change.step(idx, z)
         gap, stuck = self.continuity.step(idx, y, missing)
+        stuck = self._idling(idx, y, stuck)
         # Squared where the null is roughly Gaussian: the square has a near-exponential tail, which the
         # tail models fit best; heavier tails get a larger fitted shape.
         # Each side of the residual has its own tail: skewed noise is often quiet on one side.
@@ -324,6 +327,18 @@ class OnlineDetector:
             high, low = p_value
             tail["above"] = np.where(sparse, np.maximum(tail["above"], high), tail["above"])
             tail["below"] = np.where(sparse, np.maximum(tail["below"], low), tail["below"])
+
+    def _idling(self, idx: Index, y: FloatArray, stuck: FloatArray) -> FloatArray:
+        """``stuck`` (the p-value of the run of repeats), or 1 where the value repeated is one the value window
+        holds often (at least :data:`IDLE` of it): a rate back at 0 between bursts idles, it is not frozen."""
+        doubtful = stuck < _DOUBT
+        if not doubtful.any():
+            return stuck
+        rows = self.series.rows(idx)[doubtful]
+        idling = self.extremes.share(rows, y[doubtful]) >= IDLE
+        stuck = stuck.copy()
+        stuck[np.flatnonzero(doubtful)[idling]] = 1.0
+        return stuck
 
     def _quarantine(self, idx: Index, outlying: FloatArray) -> np.ndarray:
         """Which points the value windows may learn from, given how outlying each point's residual or

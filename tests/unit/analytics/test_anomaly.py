@@ -574,3 +574,21 @@ def test_correlate_keeps_series_that_lack_a_label_the_target_has() -> None:
         )
     hints = correlate(pl.concat(rows, how="diagonal_relaxed"), end - timedelta(minutes=300), target={"app": "shop"})
     assert hints["name"].to_list() == ["cpu"] and hints["corr"][0] > 0.9
+
+
+def test_a_rate_idling_at_zero_for_minutes_is_not_stuck_but_a_frozen_reading_is() -> None:
+    # The busy host's disk writes: at 0 a sixth of the time, once for 2.5 minutes. The run of repeats alarmed
+    # as a stuck value for its last 2 minutes, until runs at a value the window holds often were let be.
+    rates = traces.as_rates(traces.resample(traces.load(traces.TRACE), traces.EVERY))
+    values = rates.filter(pl.col("name") == "host_disk_written_bytes_per_second").sort("ts")["value"].to_numpy()
+    half = len(values) // 2
+    idle = np.flatnonzero(values[half:] == 0) + half
+    runs = np.split(idle, np.flatnonzero(np.diff(idle) > 1) + 1)
+    longest = max(runs, key=len)
+    assert len(longest) >= 24
+    assert not set(flagged(detect_anomalies(frame(values, step_s=5, name="w_bytes_per_second")))) & set(longest)
+    frozen = values.copy()
+    busy = half + int(np.argmax(values[half : half + 100]))
+    frozen[busy : busy + 30] = 0.5 * values[busy]
+    found = flagged(detect_anomalies(frame(frozen, step_s=5, name="w_bytes_per_second")))
+    assert set(found) & set(range(busy, busy + 30))
