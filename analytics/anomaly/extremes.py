@@ -85,6 +85,10 @@ class Extremes(Arrays):
         p_low = np.where(fitted, _survival(-offset, tail[:, 1]), 1.0)
         return p_high, p_low, y
 
+    def fitted(self, idx: Index) -> np.ndarray:
+        """Whether each series' window has been fitted (it has had :data:`_MIN_FIT` values)."""
+        return np.asarray(self.tail[idx, 0, 2] > 0)
+
     def inside(self, idx: Index, y: FloatArray) -> np.ndarray:
         """Whether ``y`` lies within the range of the window at its last fit."""
         offset, extent = y - self.median[idx], self.extent[idx]

@@ -1,13 +1,14 @@
 """The online scorer: explicit, serialisable state for every series, advanced one point per series at a time.
 
 Per point, each method turns the series' past into evidence of how unusual the point is — the robust
-residual of the best smoothing model, above and below (spikes, seasonality breaks; :mod:`.residual`), the
-value and its smoothed mean against the tails of their recent history (far outside the series' range, or
-a level a bursty series has not kept in days; :mod:`.extremes`), CUSUMs of level and scale (level shifts,
-trend changes, variance changes, flatlines; :mod:`.changepoint`), k-means consensus (unfamiliar shapes;
-:mod:`.kmeans`), the share of the seasonal swing lately missed or overshot (a burst that does not come or
-comes late; :mod:`.swing`), gaps and stuck values (:mod:`.missing`). Each becomes a
-p-value — through its own per-series tail model where the null distribution depends on the series — and the
+residual of the best smoothing model, above and below (spikes, seasonality breaks; :mod:`.residual`), and
+the lesser of two residuals in a row on one side (a spike of a few points whose points alone are not rare
+enough in heavy-tailed noise), the value and its smoothed mean against the tails of their recent history
+(far outside the series' range, or a level a bursty series has not kept in days; :mod:`.extremes`), CUSUMs
+of level and scale (level shifts, trend changes, variance changes, flatlines; :mod:`.changepoint`), k-means
+consensus (unfamiliar shapes; :mod:`.kmeans`), the share of the seasonal swing lately missed or overshot (a
+burst that does not come or comes late; :mod:`.swing`), gaps and stuck values (:mod:`.missing`). Each
+becomes a p-value — through its own per-series tail model where the null distribution depends on the series — and the
 p-values are fused (:mod:`.combine`). A point is scored before it is learnt from, so a score depends on the
 series' past and the point only; after a point that looks anomalous, scales and profiles learn less, so an
 anomaly does not become the norm it is measured against; for the same reason the value windows skip the
@@ -62,7 +63,7 @@ _INTERVAL_GAIN = 0.05
 _DOUBT = 1e-3  # after a point this unlikely, scales and profiles learn less (in proportion to p)
 _MIN_TRUST = 0.05
 _SPREAD_FLOOR = 0.05  # least residual scale, in the value window's mean absolute deviations
-STATISTICS = ("above", "below", "shape")
+STATISTICS = ("above", "below", "shape", "pair")
 SMOOTHING, EVERY = 0.125, 4  # the smoothed mean: ~8 points' memory, a window reaching 4 x 512 points back
 QUARANTINE = 24  # points the value windows skip after an outlying residual or value
 QUARANTINE_P = 1e-6  # what is outlying: a residual or value p-value this small (relative to its weight)
@@ -71,13 +72,14 @@ SETTLE = 12  # points the smoothed mean stays beyond its range (at CONFIRM_P) be
 SPARSE = 0.5  # a series is sparse while at least this share of its value window sits at the median (idle)
 IDLE = 0.05  # a value that makes up this share of the value window is one the series idles at
 HOLD = 10.0  # an episode goes on while p stays below HOLD x the false-alarm rate: one event, not a flicker
-WEIGHTS = (0.125, 0.125, 0.15, 0.15, 0.05, 0.05, 0.05, 0.1, 0.1, 0.025, 0.025, 0.05)
+WEIGHTS = (0.125, 0.125, 0.15, 0.15, 0.05, 0.05, 0.03, 0.1, 0.1, 0.02, 0.02, 0.05, 0.03)
 """Bonferroni weights of the p-values: residual above and below, value high and low, smoothed mean high and
-low, shape, level, variance, gap, stuck, seasonal swing."""
+low, shape, level, variance, gap, stuck, seasonal swing, residual pair."""
 _PRIORS = {  # (90th percentile, log-moments of the excesses) of each statistic for Gaussian noise
     "above": (2.7, 0.55, 0.47),
     "below": (2.7, 0.55, 0.47),
     "shape": (1.7, 0.33, 0.17),
+    "pair": (0.903, 0.642, 0.634),
 }
 
 
@@ -95,6 +97,7 @@ class SeriesState(Arrays):
     outside: FloatArray  # points in a row the smoothed mean has been above (> 0) or below its range
     run_sum: FloatArray  # the sum of the values in that run
     withheld: FloatArray  # points skipped in a row; negative while the windows must learn again
+    last_z: FloatArray  # the previous point's residual, in scales
 
     def __init__(self) -> None:
         zero = np.zeros(0)
@@ -110,6 +113,7 @@ class SeriesState(Arrays):
             outside=zero,
             run_sum=zero,
             withheld=zero,
+            last_z=zero,
         )
 
     def defaults(self) -> dict[str, float]:
@@ -272,8 +276,13 @@ class OnlineDetector:
         square = z**2
         stats = {"above": np.where(z > 0, square, 0.0), "below": np.where(z < 0, square, 0.0)}
         stats["shape"] = self.kmeans.step(idx, y) ** 2
+        last_z = series.last_z[idx]
+        stats["pair"] = np.where(z * last_z > 0, np.minimum(square, last_z**2), 0.0)
+        series.last_z[idx] = z
         tail = {name: self.tails[name].judge(idx, stat) for name, stat in stats.items()}
         self._unpredictable(idx, y, seasonal, tail, (high, low))
+        # Until the value window can tell whether bursts are the series' normal, two in a row say nothing.
+        tail["pair"] = np.where(self.extremes.fitted(idx), tail["pair"], 1.0)
         # The swing's tail learns only from seasonal points, or the zeros of the other stretches (the
         # statistic is 0 there) would make every swing look rare.
         share = self.swing.step(idx, residual, swing, floored, seasonal)
@@ -299,6 +308,7 @@ class OnlineDetector:
                 gap,
                 stuck,
                 tail["swing"],
+                tail["pair"],
             ],
             WEIGHTS,
         )
@@ -327,6 +337,7 @@ class OnlineDetector:
             high, low = p_value
             tail["above"] = np.where(sparse, np.maximum(tail["above"], high), tail["above"])
             tail["below"] = np.where(sparse, np.maximum(tail["below"], low), tail["below"])
+            tail["pair"] = np.where(sparse, np.maximum(tail["pair"], np.minimum(high, low)), tail["pair"])
 
     def _idling(self, idx: Index, y: FloatArray, stuck: FloatArray) -> FloatArray:
         """``stuck`` (the p-value of the run of repeats), or 1 where the value repeated is one the value window
