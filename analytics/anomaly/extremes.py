@@ -80,7 +80,7 @@ class Extremes(Arrays):
             self.mean[idx] = y
         tail = self.tail[idx]
         offset = y - self.median[idx]
-        fitted = tail[:, 0, 2] > 0
+        fitted = self.fitted(idx)
         p_high = np.where(fitted, _survival(offset, tail[:, 0]), 1.0)
         p_low = np.where(fitted, _survival(-offset, tail[:, 1]), 1.0)
         return p_high, p_low, y
@@ -96,8 +96,7 @@ class Extremes(Arrays):
 
     def share(self, rows: np.ndarray, y: FloatArray) -> FloatArray:
         """The share of each row's window (of the values kept so far) equal to ``y``."""
-        filled = np.minimum(self.count[rows], WINDOW)
-        kept = np.arange(WINDOW)[None, :] < filled[:, None]
+        kept, filled = self._kept(rows)
         equal = kept & (self.buffer[rows] == y.astype(np.float32)[:, None])
         return equal.sum(axis=1) / np.maximum(filled, 1.0)
 
@@ -118,9 +117,13 @@ class Extremes(Arrays):
 
     def window_mean(self, rows: np.ndarray) -> FloatArray:
         """The mean of each row's window (of the values kept so far, if it is not full yet)."""
-        filled = np.minimum(self.count[rows], WINDOW)
-        kept = np.arange(WINDOW)[None, :] < filled[:, None]
+        kept, filled = self._kept(rows)
         return np.where(kept, self.buffer[rows], 0.0).sum(axis=1) / np.maximum(filled, 1.0)
+
+    def _kept(self, rows: np.ndarray) -> tuple[np.ndarray, FloatArray]:
+        """Which slots of each row's window hold a value, and how many do."""
+        filled = np.minimum(self.count[rows], WINDOW)
+        return np.arange(WINDOW)[None, :] < filled[:, None], filled
 
     def recentre(self, idx: Index, shift: FloatArray) -> None:
         """Move the window and its fit by ``shift``, not the mean (which is already at the new level)."""

@@ -8,17 +8,17 @@ enough in heavy-tailed noise), the value and its smoothed mean against the tails
 of level and scale (level shifts, trend changes, variance changes, flatlines; :mod:`.changepoint`), k-means
 consensus (unfamiliar shapes; :mod:`.kmeans`), the share of the seasonal swing lately missed or overshot (a
 burst that does not come or comes late; :mod:`.swing`), gaps and stuck values (:mod:`.missing`). Each
-becomes a p-value — through its own per-series tail model where the null distribution depends on the series — and the
-p-values are fused (:mod:`.combine`). A point is scored before it is learnt from, so a score depends on the
-series' past and the point only; after a point that looks anomalous, scales and profiles learn less, so an
-anomaly does not become the norm it is measured against; for the same reason the value windows skip the
-points that follow an outlier for a while (a quarantine), and move to a new level once the smoothed mean has
-kept it for :data:`SETTLE` points (the residual models follow it sooner, so the CUSUM may never confirm
-it). On a sparse series (idle most of the time) with no seasonal model, a burst within the range the series
-has kept is judged by its value, not by its residual: when such a series bursts is not predictable. A run
-of repeats at a value the value window holds often (a rate back at 0 between bursts) is idling, not a
-stuck reading. An episode, once flagged, lasts while the p-value stays within :data:`HOLD` times the
-false-alarm rate, so a score hovering at the threshold is one alarm.
+becomes a p-value — through its own per-series tail model where the null distribution depends on the series
+— and the p-values are fused (:mod:`.combine`). A point is scored before it is learnt from, so a score
+depends on the series' past and the point only; after a point that looks anomalous, scales and profiles
+learn less, so an anomaly does not become the norm it is measured against; for the same reason the value
+windows skip the points that follow an outlier for a while (a quarantine), and move to a new level once the
+smoothed mean has kept it for :data:`SETTLE` points (the residual models follow it sooner, so the CUSUM may
+never confirm it). On a sparse series (idle most of the time) with no seasonal model, a burst within the
+range the series has kept is judged by its value, not by its residual: when such a series bursts is not
+predictable. A run of repeats at a value the value window holds often (a rate back at 0 between bursts) is
+idling, not a stuck reading. An episode, once flagged, lasts while the p-value stays within :data:`HOLD`
+times the false-alarm rate, so a score hovering at the threshold is one alarm.
 
 Counters (``name`` ending in ``_total``) are scored on their per-second rate, resets tolerated; the first
 point of a counter has no rate. A missing value (NaN or null) leaves the state untouched; the gap it leaves
@@ -329,8 +329,8 @@ class OnlineDetector:
         seasonal model that says when it is busy bursts when it does: its residual, measured by a scale the
         idle stretches shrink, makes every burst thousands of scales of surprise, and the rate floor of the
         tail models forgives only bursts that recur at a steady depth. So, there, the residual's p-value is
-        at least the value's (``p_value``: high and low). A burst beyond the window's range keeps the
-        residual's evidence as well.
+        at least the value's (``p_value``: high and low), and the residual pair's at least the rarer of the
+        two. A burst beyond the window's range keeps the residual's evidence as well.
         """
         sparse = (self.extremes.idle[idx] >= SPARSE) & ~seasonal & self.extremes.inside(idx, y)
         if sparse.any():
