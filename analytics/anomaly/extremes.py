@@ -13,7 +13,8 @@ larger values are normal — the failure of tails learnt one point at a time. Th
 values the window keeps (:meth:`Extremes.keep`): the online detector withholds those that follow an outlier,
 so one burst does not teach the tail that the next is normal. A side the series never
 strays to (a ratio that sits at 0) gets an exponential tail whose scale is a share of the window's mean
-absolute deviation, so leaving the range there is rare, not impossible.
+absolute deviation, so leaving the range there is rare, not impossible; so does a low side that the window
+keeps within that share of its median (a ratio idling just above 0).
 
 With ``smoothing``, the values judged are the series' exponentially weighted mean instead (a gain of
 ``smoothing`` per point) and only every ``every``-th one is kept in the window, which then reaches back
@@ -161,6 +162,13 @@ class Extremes(Arrays):
         self.extent[rows] = np.stack([-deviation[:, 0], deviation[:, -1]], axis=1)
         self.tail[rows, 0] = _fit(deviation, floor)
         self.tail[rows, 1] = _fit(-deviation[:, ::-1], floor)
+        # A low side the whole window keeps within the floor of its median (a ratio idling just above 0) has
+        # its shape fitted to noise a few quanta deep; with the floored scale that shape would stretch to
+        # values many floors away, and a ratio far below its idle would pass. The high side keeps its
+        # shape: there, a series quiet between rare bursts (disk writes) bursts beyond the floor as its
+        # normal (an exponential tail on both sides: a quarter more false alarms on the busy host).
+        squeezed = self.extent[rows, 0] < floor
+        self.tail[rows[squeezed], 1, 1] = 0.0
 
 
 def _fit(ordered: FloatArray, floor: FloatArray) -> FloatArray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -241,11 +242,17 @@ def test_a_sparse_burst_that_recurs_stops_alarming_but_ten_times_its_height_does
     assert 1210 in flagged(detect_anomalies(frame(values, step_s=5, name="x_bytes_per_second")))
 
 
+def recorded(path: Path, name: str, **labels: str | None) -> np.ndarray:
+    """One recorded series at the collector's default interval (counters as rates); a label given as None
+    must be absent."""
+    rates = traces.as_rates(traces.resample(traces.load(path), traces.EVERY))
+    chosen = [pl.col(key).is_null() if value is None else pl.col(key) == value for key, value in labels.items()]
+    return rates.filter(pl.col("name") == name, *chosen).sort("ts")["value"].to_numpy().copy()
+
+
 def recorded_disk_writes() -> np.ndarray:
-    """The quiet host's recorded disk writes at the collector's default interval: idle, with flushes of a
-    few megabytes now and then."""
-    rates = traces.as_rates(traces.resample(traces.load(traces.QUIET_TRACE), traces.EVERY))
-    return rates.filter(pl.col("name") == "host_disk_written_bytes_per_second").sort("ts")["value"].to_numpy().copy()
+    """The quiet host's recorded disk writes: idle, with flushes of a few megabytes now and then."""
+    return recorded(traces.QUIET_TRACE, "host_disk_written_bytes_per_second")
 
 
 def test_an_idle_hosts_disk_flushes_do_not_alarm_but_one_ten_times_their_peak_does() -> None:
@@ -327,6 +334,21 @@ def test_extremes_of_plateaus_pass_no_value_ten_times_their_height() -> None:
         judge(extremes, value)
     high, _ = judge(extremes, 1e8)
     assert high < 1e-6  # with the moment scale (6 x the mean excess): 3e-4
+
+
+def test_a_ratio_idling_just_above_zero_finds_a_drop_far_below_its_idle_rare() -> None:
+    # The quiet host's CPU ratio idles at 0.002-0.006 with bursts to 0.45: its low side lies within the
+    # tail's floor, and the shape fitted to those few quanta of idle noise (0.18) made a drop to -0.5 pass
+    # at p 7e-6 (to -1.0 at 2.5e-7); the low tail is exponential there.
+    extremes = Extremes()
+    extremes.grow(1)
+    for value in recorded(traces.QUIET_TRACE, "host_cpu_usage_ratio", cpu="total", mode=None)[:600]:
+        judge(extremes, value)
+    assert extremes.extent[0, 0] < 0.25 * extremes.spread[0]  # the case: a squeezed low side
+    _, low = judge(extremes, -0.5)
+    assert low < 1e-9
+    high, _ = judge(extremes, 0.45)  # a burst as high as the recording's keeps the fitted high side
+    assert high > 1e-3
 
 
 def test_a_second_burst_of_noise_is_flagged_though_the_first_was_not_learnt_as_normal() -> None:
@@ -580,8 +602,7 @@ def test_correlate_keeps_series_that_lack_a_label_the_target_has() -> None:
 def test_a_rate_idling_at_zero_for_minutes_is_not_stuck_but_a_frozen_reading_is() -> None:
     # The busy host's disk writes: at 0 a sixth of the time, once for 2.5 minutes. The run of repeats alarmed
     # as a stuck value for its last 2 minutes, until runs at a value the window holds often were let be.
-    rates = traces.as_rates(traces.resample(traces.load(traces.TRACE), traces.EVERY))
-    values = rates.filter(pl.col("name") == "host_disk_written_bytes_per_second").sort("ts")["value"].to_numpy()
+    values = recorded(traces.TRACE, "host_disk_written_bytes_per_second")
     half = len(values) // 2
     idle = np.flatnonzero(values[half:] == 0) + half
     runs = np.split(idle, np.flatnonzero(np.diff(idle) > 1) + 1)
