@@ -8,7 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
+
+from analytics.anomaly.frames import label_columns
+from analytics.evaluation.detection import series_keys
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 SCRIPT = BENCHMARKS / "eval_detection.py"
@@ -56,3 +60,33 @@ def test_without_the_detector_the_runner_says_so(monkeypatch: pytest.MonkeyPatch
 
     detector, described = eval_detection.default_detector(None)
     assert detector is None and described.startswith("detector not available")
+
+
+def windows_of(truth: pl.DataFrame, keys: list[str]) -> int:
+    return truth.filter(pl.col("window_start").is_not_null()).select(*keys, "window_start").unique().height
+
+
+def test_several_seeds_pool_their_draws_into_one_set_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import eval_detection
+
+    spec = [
+        eval_detection.TraceSet(
+            "quiet host trace", eval_detection.traces.QUIET_TRACE, eval_detection.traces.QUIET_TRACE
+        )
+    ]
+    one, two = (eval_detection.labelled_sets(0.01, [seed], 0, spec) for seed in (1, 2))
+    pooled = eval_detection.labelled_sets(0.01, [1, 2], 0, spec)
+    for first, second, both in zip(one, two, pooled, strict=True):
+        assert both.test.height == first.test.height + second.test.height
+        assert both.test["draw"].unique().sort().to_list() == ["1", "2"]
+        windows = [windows_of(labelled.test, series_keys(labelled.test)) for labelled in (first, second)]
+        keys = series_keys(both.test)
+        assert windows_of(both.test, keys) == sum(windows)
+        # Without the draw, the draws' series would merge: their copies share names (and, traces, times).
+        assert both.test.select(keys).n_unique() == sum(
+            labelled.test.select(series_keys(labelled.test)).n_unique() for labelled in (first, second)
+        )
+        assert both.test.select(key for key in keys if key != "draw").n_unique() < both.test.select(keys).n_unique()
+        assert "draw" in label_columns(both.test)  # the detector, too, keeps the draws' series apart
+        assert both.tune.equals(first.tune)  # the baseline is tuned as before
