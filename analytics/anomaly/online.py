@@ -377,13 +377,18 @@ class OnlineDetector:
         p_variance: FloatArray,
     ) -> None:
         """Move the value windows to a level the smoothed mean has kept beyond one side of their range for
-        :data:`SETTLE` points in a row (``p_mean``, high and low, below :data:`CONFIRM_P`).
+        :data:`SETTLE` points in a row (``p_mean``, high and low, below :data:`CONFIRM_P`; or below
+        :data:`_DOUBT` while the values, ``p_value``, are below :data:`CONFIRM_P`).
 
         The CUSUM confirms level shifts from the residuals, but on a bursty series the residual models
         follow a new level within a few points and the evidence stops; the value windows would then flag it
         until they have learnt it (:data:`MAX_WITHHELD` points and more): one change, alarming for minutes.
-        A point beyond the other side of the values' range (``p_value``), or a residual scale that has
-        changed (``p_variance``), breaks the run: a burst of noise moves the mean too. The windows move by
+        The smoothed mean's tail, fitted to fewer and smoother points, can be heavier than the values': a
+        count that steps well beyond the values' range then takes the mean only to the edge of its own, and
+        the values flag every point until they have learnt the level; the values' evidence counts for both
+        then. A point
+        beyond the other side of the values' range (``p_value``), or a residual scale that has changed
+        (``p_variance``), breaks the run: a burst of noise moves the mean too. The windows move by
         the mean of the run's values less the mean of the window, like for like: the smoothed mean lags
         (after a burst it is still high while the values are back) and a bursty series' median is not its
         mean.
@@ -391,8 +396,10 @@ class OnlineDetector:
         series = self.series
         (mean_high, mean_low), (high, low) = p_mean, p_value
         calm = p_variance >= _DOUBT
-        up = calm & (mean_high < CONFIRM_P) & (low >= _DOUBT)
-        down = calm & (mean_low < CONFIRM_P) & (high >= _DOUBT)
+        beyond_high = (mean_high < CONFIRM_P) | ((high < CONFIRM_P) & (mean_high < _DOUBT))
+        beyond_low = (mean_low < CONFIRM_P) | ((low < CONFIRM_P) & (mean_low < _DOUBT))
+        up = calm & beyond_high & (low >= _DOUBT)
+        down = calm & beyond_low & (high >= _DOUBT)
         side = up.astype(float) - down.astype(float)
         before = series.outside[idx]
         going = side * before > 0  # the run goes on while it keeps its side
