@@ -17,8 +17,8 @@ positives, one per contiguous run; the first half of each series is warm-up.
 The baseline's window and threshold are tuned for best overall F1 on each set drawn with ``--tune-seed``
 (for the busy host trace, from a second recording, ``host-trace-tune.parquet``, taken at another time; for
 the quiet one, from the same recording, which favours the baseline); both detectors are then scored on the
-set drawn with ``--seed``; with several seeds, on their draws pooled into one set (three times the windows:
-a kind's F1 moves by a window's worth less). The detector runs with its default sensitivity. Target, per
+set drawn with ``--seed``; with N seeds, on their N draws pooled into one set (N times the windows, so one
+window moves a kind's F1 N times less). The detector runs with its default sensitivity. Target, per
 set and kind: the default's F1 beats the baseline's. ``--dir`` keeps each window's outcome as parquet. Until
 ``analytics.anomaly`` exists, only the baseline is reported.
 """
@@ -274,12 +274,18 @@ def main() -> int:
     )
     args = cli.parse_args()
     if args.tune_seed in args.seed:
-        cli.error("--seed and --tune-seed must differ: the baseline is tuned on data it is not scored on")
+        cli.error("--tune-seed must not be one of --seed: the baseline is tuned on data it is not scored on")
+    if len(set(args.seed)) < len(args.seed):
+        cli.error("--seed: each seed once (a draw pooled twice would merge with itself)")
     detector, described = default_detector(args.sensitivity)
     print(f"detector: {described}")
     if args.dir is not None:
         args.dir.mkdir(parents=True, exist_ok=True)
-    figures: dict[str, Any] = {"detector": described if detector else None, "tolerance_points": TOLERANCE_POINTS}
+    figures: dict[str, Any] = {
+        "detector": described if detector else None,
+        "seeds": args.seed,
+        "tolerance_points": TOLERANCE_POINTS,
+    }
     all_targets: list[Target] = []
     errors: list[str] = []
     trace_sets = [

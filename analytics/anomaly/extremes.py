@@ -13,8 +13,8 @@ larger values are normal — the failure of tails learnt one point at a time. Th
 values the window keeps (:meth:`Extremes.keep`): the online detector withholds those that follow an outlier,
 so one burst does not teach the tail that the next is normal. A side the series never
 strays to (a ratio that sits at 0) gets an exponential tail whose scale is a share of the window's mean
-absolute deviation, so leaving the range there is rare, not impossible; so does a low side that the window
-keeps within that share of its median (a ratio idling just above 0).
+absolute deviation, so leaving the range there is rare, not impossible; a low side that the window keeps
+within that distance below its median (a ratio idling just above 0) gets an exponential tail too.
 
 With ``smoothing``, the values judged are the series' exponentially weighted mean instead (a gain of
 ``smoothing`` per point) and only every ``every``-th one is kept in the window, which then reaches back

@@ -13,12 +13,13 @@ becomes a p-value — through its own per-series tail model where the null distr
 depends on the series' past and the point only; after a point that looks anomalous, scales and profiles
 learn less, so an anomaly does not become the norm it is measured against; for the same reason the value
 windows skip the points that follow an outlier for a while (a quarantine), and move to a new level once the
-smoothed mean has kept it for :data:`SETTLE` points (the residual models follow it sooner, so the CUSUM may
-never confirm it). On a sparse series (idle most of the time) with no seasonal model, a burst within the
-range the series has kept is judged by its value, not by its residual: when such a series bursts is not
-predictable. A run of repeats at a value the value window holds often (a rate back at 0 between bursts) is
-idling, not a stuck reading. An episode, once flagged, lasts while the p-value stays within :data:`HOLD`
-times the false-alarm rate, so a score hovering at the threshold is one alarm.
+smoothed mean, or the values with the mean doubtful, have kept it for :data:`SETTLE` points (the residual
+models follow it sooner, so the CUSUM may never confirm it). On a sparse series (idle most of the time) with
+no seasonal model, a burst within the range the series has kept is judged by its value, not by its residual:
+when such a series bursts is not predictable. A run of repeats at a value the value window holds often (a
+rate back at 0 between bursts) is idling, not a stuck reading. An episode, once flagged, lasts while the
+p-value stays within :data:`HOLD` times the false-alarm rate, so a score hovering at the threshold is one
+alarm.
 
 Counters (``name`` ending in ``_total``) are scored on their per-second rate, resets tolerated; the first
 point of a counter has no rate. A missing value (NaN or null) leaves the state untouched; the gap it leaves
@@ -68,7 +69,7 @@ SMOOTHING, EVERY = 0.125, 4  # the smoothed mean: ~8 points' memory, a window re
 QUARANTINE = 24  # points the value windows skip after an outlying residual or value
 QUARANTINE_P = 1e-6  # what is outlying: a residual or value p-value this small (relative to its weight)
 MAX_WITHHELD = 128  # then the windows learn this many points whatever comes: the odd may be the new normal
-SETTLE = 12  # points the smoothed mean stays beyond its range (at CONFIRM_P) before that is its new level
+SETTLE = 12  # points beyond the range (the mean at CONFIRM_P, or the values) before that is the new level
 SPARSE = 0.5  # a series is sparse while at least this share of its value window sits at the median (idle)
 IDLE = 0.05  # a value that makes up this share of the value window is one the series idles at
 HOLD = 10.0  # an episode goes on while p stays below HOLD x the false-alarm rate: one event, not a flicker
@@ -376,22 +377,21 @@ class OnlineDetector:
         p_value: tuple[FloatArray, FloatArray],
         p_variance: FloatArray,
     ) -> None:
-        """Move the value windows to a level the smoothed mean has kept beyond one side of their range for
-        :data:`SETTLE` points in a row (``p_mean``, high and low, below :data:`CONFIRM_P`; or below
-        :data:`_DOUBT` while the values, ``p_value``, are below :data:`CONFIRM_P`).
+        """Move the value windows to a level the series has kept beyond one side of their range for
+        :data:`SETTLE` points in a row: the smoothed mean beyond its own range (``p_mean``, high and low,
+        below :data:`CONFIRM_P`), or the values beyond theirs (``p_value`` below :data:`CONFIRM_P`) with the
+        mean doubtful (below :data:`_DOUBT`).
 
         The CUSUM confirms level shifts from the residuals, but on a bursty series the residual models
         follow a new level within a few points and the evidence stops; the value windows would then flag it
         until they have learnt it (:data:`MAX_WITHHELD` points and more): one change, alarming for minutes.
         The smoothed mean's tail, fitted to fewer and smoother points, can be heavier than the values': a
-        count that steps well beyond the values' range then takes the mean only to the edge of its own, and
-        the values flag every point until they have learnt the level; the values' evidence counts for both
-        then. A point
-        beyond the other side of the values' range (``p_value``), or a residual scale that has changed
-        (``p_variance``), breaks the run: a burst of noise moves the mean too. The windows move by
-        the mean of the run's values less the mean of the window, like for like: the smoothed mean lags
-        (after a burst it is still high while the values are back) and a bursty series' median is not its
-        mean.
+        count that steps well beyond the values' range takes the mean only to the edge of its own, so there
+        the values' evidence counts with a doubtful mean. A point beyond the other side of the values' range
+        (``p_value``), or a residual scale that has changed (``p_variance``), breaks the run: a burst of
+        noise moves the mean too. The windows move by the mean of the run's values less the mean of the
+        window, like for like: the smoothed mean lags (after a burst it is still high while the values are
+        back) and a bursty series' median is not its mean.
         """
         series = self.series
         (mean_high, mean_low), (high, low) = p_mean, p_value

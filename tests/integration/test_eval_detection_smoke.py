@@ -31,7 +31,7 @@ def test_the_evaluation_scores_both_detectors_per_kind(tmp_path: Path) -> None:
     done = run("--scale", "0.01", "--dir", str(tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr
     figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    assert figures["bench"] == "eval_detection" and figures["errors"] == []
+    assert figures["bench"] == "eval_detection" and figures["errors"] == [] and figures["seeds"] == [1]
     detectors = ["baseline"] + (["default"] if figures["detector"] else [])
     assert set(SETS) <= figures.keys()  # the recordings are shipped: every set is scored
     for name in SETS:
@@ -48,9 +48,15 @@ def test_the_evaluation_scores_both_detectors_per_kind(tmp_path: Path) -> None:
         assert ("PASS" in done.stdout) or ("FAIL" in done.stdout)
 
 
-def test_the_baseline_is_never_tuned_on_the_seed_it_is_scored_on() -> None:
-    done = run("--seed", "3", "--tune-seed", "3")
-    assert done.returncode == 2 and "must differ" in done.stderr
+@pytest.mark.parametrize("seeds", [["3"], ["1", "3"]])
+def test_the_baseline_is_never_tuned_on_a_seed_it_is_scored_on(seeds: list[str]) -> None:
+    done = run("--seed", *seeds, "--tune-seed", "3")
+    assert done.returncode == 2 and "must not be one of --seed" in done.stderr
+
+
+def test_a_seed_is_pooled_once() -> None:
+    done = run("--seed", "1", "1")
+    assert done.returncode == 2 and "each seed once" in done.stderr
 
 
 def test_without_the_detector_the_runner_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -77,6 +83,7 @@ def test_several_seeds_pool_their_draws_into_one_set_each(monkeypatch: pytest.Mo
     ]
     one, two = (eval_detection.labelled_sets(0.01, [seed], 0, spec) for seed in (1, 2))
     pooled = eval_detection.labelled_sets(0.01, [1, 2], 0, spec)
+    assert len(pooled) == 2  # synthetic and the quiet trace (shipped): both pooled
     for first, second, both in zip(one, two, pooled, strict=True):
         assert both.test.height == first.test.height + second.test.height
         assert both.test["draw"].unique().sort().to_list() == ["1", "2"]

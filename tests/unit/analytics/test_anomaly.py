@@ -21,7 +21,7 @@ from analytics.anomaly import (
 )
 from analytics.anomaly.changepoint import ChangeStatistics, Cusum
 from analytics.anomaly.combine import TailModel, fuse, score_from_p
-from analytics.anomaly.extremes import REFIT, WINDOW, Extremes
+from analytics.anomaly.extremes import _FLOOR, REFIT, WINDOW, Extremes
 from analytics.anomaly.kmeans import fit
 from analytics.anomaly.missing import Continuity
 from analytics.anomaly.online import MIN_POINTS
@@ -344,7 +344,7 @@ def test_a_ratio_idling_just_above_zero_finds_a_drop_far_below_its_idle_rare() -
     extremes.grow(1)
     for value in recorded(traces.QUIET_TRACE, "host_cpu_usage_ratio", cpu="total", mode=None)[:600]:
         judge(extremes, value)
-    assert extremes.extent[0, 0] < 0.25 * extremes.spread[0]  # the case: a squeezed low side
+    assert extremes.extent[0, 0] < _FLOOR * extremes.spread[0]  # the case: a squeezed low side
     _, low = judge(extremes, -0.5)
     assert low < 1e-9
     high, _ = judge(extremes, 0.45)  # a burst as high as the recording's keeps the fitted high side
