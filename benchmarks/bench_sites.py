@@ -159,12 +159,15 @@ async def loop_stalls(stop: asyncio.Event, stalls: list[float], period: float = 
         stalls.append(time.perf_counter() - before - period)
 
 
-async def run_until_done(runtime: Runtime, timed: dict[str, Timed], deadline_s: float) -> list[float]:
-    """Run the runtime until every collector ran ``RUNS`` times; returns the event loop's stalls."""
+async def run_until_done(runtime: Runtime, deadline_s: float) -> list[float]:
+    """Run the runtime until it has handled ``RUNS`` runs of every collector; returns the event loop's stalls.
+
+    Handled, not merely finished: stopping cancels the scheduler's loops, and a run whose collect() has
+    returned but whose outcome the runtime has not taken yet would be lost with its samples."""
     stop, stalls = asyncio.Event(), []
     tasks = [asyncio.create_task(runtime.run(stop)), asyncio.create_task(loop_stalls(stop, stalls))]
     started = time.monotonic()
-    while any(len(t.runs) < RUNS for t in timed.values()) and time.monotonic() - started < deadline_s:
+    while any(s.runs < RUNS for s in runtime.status.values()) and time.monotonic() - started < deadline_s:
         await asyncio.sleep(0.2)
     stop.set()
     await asyncio.gather(*tasks)
@@ -181,7 +184,9 @@ def measure(home: Path, config: dict[str, Any], interval: float) -> tuple[dict[s
     for configured in collectors:
         configured.collector = timed[configured.name]
     runtime = Runtime(settings, store, collectors, writer)
-    stalls = asyncio.run(run_until_done(runtime, timed, deadline_s=interval * (RUNS + 2) + 60))
+    stalls = asyncio.run(run_until_done(runtime, deadline_s=interval * (RUNS + 2) + 60))
+    for name, t in timed.items():  # a run that finished as the runtime stopped was never handled: not counted
+        del t.runs[runtime.status[name].runs :]
     runs = [run for t in timed.values() for run in t.runs]
     if not runs:
         return {}, ["no collector ran"], store
