@@ -186,7 +186,8 @@ def measure(home: Path, config: dict[str, Any], interval: float) -> tuple[dict[s
     runtime = Runtime(settings, store, collectors, writer)
     stalls = asyncio.run(run_until_done(runtime, deadline_s=interval * (RUNS + 2) + 60))
     for name, t in timed.items():  # a run that finished as the runtime stopped was never handled: not counted
-        del t.runs[runtime.status[name].runs :]
+        handled = runtime.status[name]
+        del t.runs[handled.runs - handled.errors :]  # Timed records successful runs only
     runs = [run for t in timed.values() for run in t.runs]
     if not runs:
         return {}, ["no collector ran"], store
